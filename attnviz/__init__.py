@@ -1,0 +1,3 @@
+"""attnviz: see how Vision Transformers attend."""
+
+__version__ = "0.1.0"

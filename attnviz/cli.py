@@ -1,0 +1,115 @@
+"""The ``attnviz`` command: the desktop app by default, and headless sub-commands.
+
+  attnviz [--model PATH] [--image PATH]         open the app (Qt is imported only here)
+  attnviz dump --model PATH (--image P | --tensor P.npy) --out P.npz [--device D] [--dtype T]
+
+Errors in sub-commands end with exit status 1 and one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; its message is shown as is."""
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint file or folder (timm, transformers, original release)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--dtype", default="fp32", help="fp32, fp16 or bf16")
+    p.add_argument("--img-size", type=int, default=None, help="override the input size the model expects")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnviz", description="See how Vision Transformers attend.")
+    parser.add_argument("--model", help="checkpoint to open in the app")
+    parser.add_argument("--image", help="image to open in the app")
+    sub = parser.add_subparsers(dest="command")
+
+    dump = sub.add_parser("dump", help="write logits and every block's attention to an .npz file")
+    _add_model_args(dump)
+    src = dump.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="image file, preprocessed as the checkpoint's library does")
+    src.add_argument("--tensor", help="a (3, H, W) float32 .npy array, already preprocessed, fed as is")
+    dump.add_argument("--out", required=True, help="output .npz path")
+    dump.add_argument("--analysis", action="store_true", help="add rollout, flow and head statistics")
+    return parser
+
+
+def load_tensor(path: str):
+    """A user's preprocessed (3, H, W) array from .npy, refused unless it is finite numeric data."""
+    import torch
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[0] != 3:
+        raise UserError(f"{path}: expected an array of shape (3, H, W), got {getattr(arr, 'shape', None)}")
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise UserError(f"{path}: expected float32 values, got {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise UserError(f"{path}: the array holds NaN or infinite values")
+    return torch.from_numpy(arr)
+
+
+def run_dump(args: argparse.Namespace) -> None:
+    from .export.arrays import capture_arrays, write_npz
+    from .model import load_model
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype, img_size=args.img_size)
+    if args.tensor:
+        x = load_tensor(args.tensor)
+    else:
+        from .images import load_image, preprocess
+
+        x = preprocess(load_image(args.image), model.info.preprocess)
+    p = model.info.config.patch_size
+    if x.shape[1] < p or x.shape[2] < p:
+        raise UserError(f"input of {x.shape[1]}x{x.shape[2]} pixels is smaller than one {p}x{p} patch")
+    cap = model.capture(x)
+    arrays = capture_arrays(cap, model.info)
+    if args.analysis:
+        from .analysis.dump import analysis_arrays
+
+        arrays.update(analysis_arrays(cap, model))
+    write_npz(args.out, arrays)
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    from .qt.app import run_app
+
+    return run_app(model=args.model, image=args.image)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        return run_gui(args)
+    handlers = {"dump": run_dump}
+    try:
+        handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("attnviz: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # one line for the user, never a traceback
+        print(f"attnviz: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(e: Exception) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return " ".join(msg.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
