@@ -1,13 +1,16 @@
 """The ``attnviz`` command: the desktop app by default, and headless sub-commands.
 
   attnviz [--model PATH] [--image PATH]         open the app (Qt is imported only here)
-  attnviz dump --model PATH (--image P | --tensor P.npy) --out P.npz [--device D] [--dtype T]
+  attnviz dump --model PATH (--image P | --tensor P.npy) --out P.npz [--device D] [--dtype T] [--analysis]
+  attnviz make-faces --out DIR [--n N] [--seed S] [--size PX]   sample images of the demo dataset
+  attnviz train-demo [--only NAME ...] [--out models]           retrain the shipped demo models
 
 Errors in sub-commands end with exit status 1 and one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -38,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--tensor", help="a (3, H, W) float32 .npy array, already preprocessed, fed as is")
     dump.add_argument("--out", required=True, help="output .npz path")
     dump.add_argument("--analysis", action="store_true", help="add rollout, flow and head statistics")
+
+    faces = sub.add_parser("make-faces", help="write sample images of the procedural faces dataset")
+    faces.add_argument("--out", required=True, help="output folder")
+    faces.add_argument("--n", type=int, default=4, help="images per class")
+    faces.add_argument("--seed", type=int, default=0)
+    faces.add_argument("--size", type=int, default=64)
+
+    train = sub.add_parser("train-demo", help="train the shipped demo models on the CPU")
+    train.add_argument("--out", default="models", help="folder for NAME.safetensors, NAME.json, NAME.md")
+    train.add_argument("--only", nargs="+", help="train only these (faces-vit, faces-vit-nope, faces-swin, faces-swinv2)")
+    train.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    train.add_argument("--seed", type=int, default=0)
     return parser
 
 
@@ -84,6 +99,24 @@ def run_dump(args: argparse.Namespace) -> None:
     write_npz(args.out, arrays)
 
 
+def run_make_faces(args: argparse.Namespace) -> None:
+    from .demo.faces import write_samples
+
+    for p in write_samples(args.out, n_per_class=args.n, seed=args.seed, size=args.size):
+        print(p)
+
+
+def run_train_demo(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from .demo.train import Recipe, train_demos
+
+    recipe = Recipe(seed=args.seed)
+    if args.epochs:
+        recipe = replace(recipe, epochs=args.epochs)
+    train_demos(args.out, only=args.only, recipe=recipe, log=lambda m: print(m, flush=True))
+
+
 def run_gui(args: argparse.Namespace) -> int:
     from .qt.app import run_app
 
@@ -94,13 +127,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         return run_gui(args)
-    handlers = {"dump": run_dump}
+    handlers = {"dump": run_dump, "make-faces": run_make_faces, "train-demo": run_train_demo}
     try:
         handlers[args.command](args)
     except KeyboardInterrupt:
         print("attnviz: interrupted", file=sys.stderr)
         return 1
-    except Exception as e:  # one line for the user, never a traceback
+    except Exception as e:  # one line for the user, never a traceback (ATTNVIZ_DEBUG=1 shows it)
+        if os.environ.get("ATTNVIZ_DEBUG"):
+            raise
         print(f"attnviz: error: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0

@@ -43,6 +43,7 @@ from typing import Sequence, Union
 
 import torch
 
+from attnviz.analysis.query import FUSIONS, fuse_heads
 from attnviz.analysis.windows import geometry_of, locate_token, window_token_index
 
 HeadFusion = Union[str, int]
@@ -54,13 +55,9 @@ def _fuse(attn: torch.Tensor, head_fusion: HeadFusion) -> torch.Tensor:
         if not 0 <= head_fusion < attn.shape[1]:
             raise ValueError(f"head {head_fusion} does not exist (the block has {attn.shape[1]} heads)")
         return attn[:, head_fusion]
-    if head_fusion == "mean":
-        return attn.mean(dim=1)
-    if head_fusion == "max":
-        return attn.amax(dim=1)
-    if head_fusion == "min":
-        return attn.amin(dim=1)
-    raise ValueError(f"head_fusion must be 'mean', 'max', 'min' or a head index, got {head_fusion!r}")
+    if head_fusion not in FUSIONS:
+        raise ValueError(f"head_fusion must be 'mean', 'max', 'min' or a head index, got {head_fusion!r}")
+    return fuse_heads(attn.transpose(0, 1), head_fusion)  # heads first: (heads, nW, ...) -> (nW, ...)
 
 
 def _block_attn(block: object, batch: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -156,7 +157,9 @@ def _load_torch(p: Path) -> Any:
     try:
         # argparse.Namespace holds training arguments in DeiT/DINO/timm training checkpoints; it
         # is a plain attribute bag (unpickling it only sets attributes), so it is allowed too.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        # torch warns about pickle protocols it may not support; a failure is reported as our one message.
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL_RE.findall(str(e))

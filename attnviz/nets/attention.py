@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from .capture import BlockCapture
 
@@ -38,25 +37,21 @@ class Recorder:
 
 
 def attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
+    logits: Callable[[], torch.Tensor],
     v: torch.Tensor,
-    *,
-    logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    fused_bias: Optional[torch.Tensor] = None,
-    fused_scale: Optional[float] = None,
+    fused: Callable[[], torch.Tensor],
     record: Optional[Callable[[torch.Tensor], None]] = None,
 ) -> torch.Tensor:
-    """softmax(logits_fn(q, k)) @ v for q, k, v of shape (B, heads, N, head_dim).
+    """softmax(logits) @ v for v of shape (B, heads, N, head_dim): the one capture point.
 
-    ``logits_fn`` writes the network's own logits (scaled dot product, cosine, + biases and masks)
-    in the same order of operations as the reference implementation. The fused path must compute
-    the same function: softmax(q·kᵀ·fused_scale + fused_bias) @ v.
-    Softmax runs in float32 even for half-precision models, then casts back.
+    ``logits()`` writes the network's own logits (scaled dot product or cosine, + biases and masks)
+    in the reference implementation's order of operations; ``fused()`` computes the same attention
+    output with PyTorch's fused kernel and is used when nothing records. With a recorder the
+    probabilities are formed explicitly (softmax in float32, also for half-precision models),
+    recorded, and multiplied with V, so gradients reach the recorded tensor.
     """
     if record is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=fused_bias, scale=fused_scale)
-    logits = logits_fn(q, k)  # (B, heads, N, N)
-    probs = logits.float().softmax(dim=-1)
+        return fused()
+    probs = logits().float().softmax(dim=-1)  # (B, heads, N, N)
     record(probs)
     return probs.to(v.dtype) @ v  # (B, heads, N, head_dim)

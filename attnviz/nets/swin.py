@@ -64,8 +64,8 @@ class WindowAttention(nn.Module):
     def logits(self, q, k, bias):
         return (q * self.scale) @ k.transpose(-2, -1) + bias  # (B*nW, heads, N, N)
 
-    def fused_args(self, q, k, bias):
-        return q, k, bias, self.scale
+    def fused(self, q, k, v, bias):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
 
 
 class WindowAttentionV2(nn.Module):
@@ -110,8 +110,10 @@ class WindowAttentionV2(nn.Module):
         cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B*nW, heads, N, N)
         return cos * self._tau() + bias
 
-    def fused_args(self, q, k, bias):
-        return F.normalize(q, dim=-1) * self._tau(), F.normalize(k, dim=-1), bias, 1.0
+    def fused(self, q, k, v, bias):
+        # the temperature folded into q: softmax((q̂·τ)·k̂ᵀ + bias), the same function as logits()
+        return F.scaled_dot_product_attention(F.normalize(q, dim=-1) * self._tau(), F.normalize(k, dim=-1), v,
+                                              attn_mask=bias.to(q.dtype), scale=1.0)
 
 
 class SwinBlock(nn.Module):
@@ -157,10 +159,8 @@ class SwinBlock(nn.Module):
                         shift_size=s, padded_size=(Hp, Wp),
                         attn_mask=None if mask is None else mask.detach().cpu().float(),
                         bias=pos_bias.detach().cpu().float())
-        fq, fk, fbias, fscale = self.attn.fused_args(q, k, bias)
-        out = attend(fq if record is None else q, fk if record is None else k, v,
-                     logits_fn=lambda q_, k_: self.attn.logits(q_, k_, bias),
-                     fused_bias=fbias.to(q.dtype), fused_scale=fscale, record=record)  # (B*nW, heads, M², hd)
+        out = attend(lambda: self.attn.logits(q, k, bias), v,
+                     lambda: self.attn.fused(q, k, v, bias), record)  # (B*nW, heads, M², hd)
         out = out.transpose(1, 2).reshape(-1, M * M, C)  # (B*nW, M², C)
         out = self.attn.proj(out).reshape(-1, M, M, C)  # (B*nW, M, M, C)
         x = window_reverse(out, M, Hp, Wp)[:, :H, :W, :]  # (B, H, W, C)

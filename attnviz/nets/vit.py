@@ -7,7 +7,6 @@ attention probabilities; ``forward()`` is the plain fast path.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -52,14 +51,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def _logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
-
     def forward(self, x: torch.Tensor, record=None) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, heads, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, heads, N, hd)
-        x = attend(q, k, v, logits_fn=self._logits, record=record)  # (B, heads, N, hd)
+        x = attend(lambda: (q * self.scale) @ k.transpose(-2, -1),  # (B, heads, N, N)
+                   v, lambda: F.scaled_dot_product_attention(q, k, v), record)  # (B, heads, N, hd)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
         return self.proj(x)
 

@@ -1,0 +1,221 @@
+"""Per-block, per-head attention statistics, for one image or averaged over many.
+
+- Mean attention distance (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021, Fig. 7
+  right): for a query q, Σ_k a_qk·‖p_q − p_k‖ with p the centres of the tokens in input pixels;
+  averaged over queries. ViT: queries and keys are the patch tokens, each query's row renormalised
+  over the patches (what it gives to prefix tokens has no position). Swin: inside each window, with
+  window-local positions and the block's token size (``BlockCapture.token_px``); averaged over
+  windows and queries. In a shifted block a window can hold tokens from opposite image edges, but
+  the shift mask keeps attention between them at ~e⁻¹⁰⁰, so the local positions give the distance
+  the attention really spans.
+- Entropy: −Σ_k a_qk·ln a_qk over each full attention row (nats), averaged over queries (Swin: and
+  windows). High = diffuse, 0 = one key takes everything.
+- Prefix share (ViT): the mean over patch queries of the attention going to prefix tokens (class,
+  distillation, registers); 0 for a ViT without prefix tokens, NaN for Swin (it has none).
+
+Swin padding: when a stage's resolution is not a multiple of the window, timm pads the rolled map
+at the bottom/right with zero tokens, and real tokens do attend to them. Padding tokens are left out
+as queries everywhere; for the mean distance they are left out as keys too (rows renormalised over
+real tokens, as with prefix tokens in ViT); the entropy uses the full rows the network computed.
+
+Results are (blocks, heads) float64 arrays; Swin stages with fewer heads are padded with NaN up to
+the largest head count.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional, Union
+
+import numpy as np
+import torch
+
+from attnviz.nets.capture import BlockCapture, Capture
+
+from .flow import Cancelled
+from .query import patch_positions
+
+ProgressFn = Callable[[int, Optional[int]], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class HeadStats:
+    """Statistics per block (rows, forward order) and head (columns)."""
+
+    mean_distance: np.ndarray  # (L, H) input pixels
+    entropy: np.ndarray  # (L, H) nats
+    prefix_share: np.ndarray  # (L, H) fraction of attention; NaN for Swin
+    num_heads: list[int] = field(default_factory=list)  # real head count of every block
+    images: int = 0  # how many images the means cover
+
+
+# ---------------------------------------------------------------------------------------------
+# one block
+
+
+def _pairwise_distance(pos: torch.Tensor) -> torch.Tensor:
+    """(n, 2) positions -> (n, n) Euclidean distances."""
+    d = pos[:, None, :] - pos[None, :, :]  # (n, n, 2)
+    return d.pow(2).sum(-1).sqrt()
+
+
+def _mean_distance(a: torch.Tensor, dist: torch.Tensor, key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per query Σ_k a'_qk·dist_qk with a' the row renormalised over the kept keys: (..., q, k) -> (..., q)."""
+    if key_mask is not None:
+        a = a * key_mask
+    s = a.sum(-1, keepdim=True)  # (..., q, 1)
+    a = a / torch.where(s > 0, s, 1.0)
+    return (a * dist).sum(-1)
+
+
+def _entropy(a: torch.Tensor) -> torch.Tensor:
+    """−Σ a·ln a over the last axis (0·ln 0 = 0): (..., q, k) -> (..., q)."""
+    return -torch.special.xlogy(a, a).sum(-1)
+
+
+def vit_block_stats(
+    attn: torch.Tensor, num_prefix_tokens: int, grid_size: tuple[int, int], token_px: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, H, N, N) attention -> mean distance, entropy, prefix share, each (B, H) float64."""
+    a = torch.as_tensor(attn).detach().to("cpu", torch.float64)
+    if a.dim() != 4 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"ViT attention must be (B, heads, N, N), got {tuple(a.shape)}")
+    P = num_prefix_tokens
+    gh, gw = grid_size
+    if P + gh * gw != a.shape[-1]:
+        raise ValueError(f"{a.shape[-1]} tokens do not match {P} prefix tokens + a {gh}×{gw} grid")
+    dist = _pairwise_distance(torch.from_numpy(patch_positions(grid_size))) * token_px  # (n, n) pixels
+    patches = a[..., P:, P:]  # (B, H, n, n)
+    md = _mean_distance(patches, dist).mean(-1)  # (B, H)
+    ent = _entropy(a).mean(-1)  # (B, H)
+    share = a[..., P:, :P].sum(-1).mean(-1)  # (B, H)
+    return md.numpy(), ent.numpy(), share.numpy()
+
+
+def swin_real_tokens(block: BlockCapture) -> torch.Tensor:
+    """(nW, M²) bool: which window slots hold real tokens (not bottom/right padding)."""
+    M = block.window_size
+    H, W = block.grid_size
+    Hp, Wp = block.padded_size or (math.ceil(H / M) * M, math.ceil(W / M) * M)
+    rows = torch.arange(Hp).view(Hp // M, M)  # (Hp/M, M): row of slot r in window-row wr
+    cols = torch.arange(Wp).view(Wp // M, M)  # (Wp/M, M)
+    real_r = rows < H  # (Hp/M, M)
+    real_c = cols < W  # (Wp/M, M)
+    real = real_r[:, None, :, None] & real_c[None, :, None, :]  # (Hp/M, Wp/M, M, M)
+    return real.reshape(-1, M * M)  # (nW, M²), windows row-major
+
+
+def swin_block_stats(block: BlockCapture) -> tuple[np.ndarray, np.ndarray]:
+    """A Swin block's (B, nW, H, M², M²) attention -> mean distance and entropy, each (B, H) float64."""
+    a = block.attn.detach().to("cpu", torch.float64)
+    M = block.window_size
+    if a.dim() != 5 or M is None or a.shape[-1] != M * M:
+        raise ValueError(f"Swin attention must be (B, windows, heads, M², M²), got {tuple(a.shape)}")
+    real = swin_real_tokens(block).to(torch.float64)  # (nW, M²)
+    if real.shape[0] != a.shape[1]:
+        raise ValueError(f"{a.shape[1]} windows captured but the geometry gives {real.shape[0]}")
+    dist = _pairwise_distance(torch.from_numpy(patch_positions((M, M)))) * block.token_px  # (M², M²)
+    keys = real[None, :, None, None, :]  # (1, nW, 1, 1, M²)
+    queries = real[None, :, None, :]  # (1, nW, 1, M²)
+    n_real = real.sum()
+    md = (_mean_distance(a, dist, keys) * queries).sum(dim=(1, 3)) / n_real  # (B, H)
+    ent = (_entropy(a) * queries).sum(dim=(1, 3)) / n_real  # (B, H)
+    return md.numpy(), ent.numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# one capture, many captures
+
+
+def _capture_stats(capture: Capture) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], int]:
+    """Per block (B, H) arrays of the three statistics, and the batch size."""
+    if not capture.blocks:
+        raise ValueError("the capture holds no attention blocks")
+    md, ent, share = [], [], []
+    for blk in capture.blocks:
+        if capture.family == "vit":
+            m, e, s = vit_block_stats(blk.attn, capture.num_prefix_tokens, blk.grid_size, blk.token_px)
+        elif capture.family == "swin":
+            m, e = swin_block_stats(blk)
+            s = np.full_like(m, np.nan)
+        else:
+            raise ValueError(f"unknown model family '{capture.family}'")
+        md.append(m)
+        ent.append(e)
+        share.append(s)
+    return md, ent, share, int(md[0].shape[0])
+
+
+def _table(per_block: list[np.ndarray]) -> np.ndarray:
+    """Per block (H_l,) vectors -> (L, max H) with NaN padding."""
+    H = max(v.shape[-1] for v in per_block)
+    out = np.full((len(per_block), H), np.nan)
+    for i, v in enumerate(per_block):
+        out[i, : v.shape[-1]] = v
+    return out
+
+
+def head_stats(capture: Capture, index: Optional[int] = None) -> HeadStats:
+    """Statistics of image ``index`` of the capture, or the mean over its whole batch when None."""
+    md, ent, share, B = _capture_stats(capture)
+    if index is None:
+        pick = slice(None)
+    elif 0 <= index < B:
+        pick = slice(index, index + 1)
+    else:
+        raise ValueError(f"image {index} is not in this capture (batch of {B})")
+    return HeadStats(
+        mean_distance=_table([m[pick].mean(0) for m in md]),
+        entropy=_table([e[pick].mean(0) for e in ent]),
+        prefix_share=_table([s[pick].mean(0) for s in share]),
+        num_heads=[int(m.shape[-1]) for m in md],
+        images=B if index is None else 1,
+    )
+
+
+def dataset_head_stats(
+    captures: Union[Iterable[Capture], Callable[[], Iterable[Capture]]],
+    *,
+    total: Optional[int] = None,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+) -> HeadStats:
+    """Mean statistics over every image of every capture (running sums, one capture in memory).
+
+    ``captures`` is an iterable of captures (or a callable returning one), e.g. a generator that
+    loads and captures image after image. ``progress(captures_done, total)`` follows each capture;
+    ``cancel()`` is polled before each and a True answer raises :class:`Cancelled`. All captures
+    must come from the same network (same blocks and heads).
+    """
+    source = captures() if callable(captures) else captures
+    sums: Optional[list[list[np.ndarray]]] = None
+    heads: list[int] = []
+    images = 0
+    done = 0
+    for cap in source:
+        if cancel is not None and cancel():
+            raise Cancelled("statistics cancelled")
+        md, ent, share, B = _capture_stats(cap)
+        shape = [int(m.shape[-1]) for m in md]
+        if sums is None:
+            sums = [[np.zeros(h) for h in shape] for _ in range(3)]
+            heads = shape
+        elif shape != heads:
+            raise ValueError("captures come from different networks (blocks or heads differ)")
+        for acc, per_block in zip(sums, (md, ent, share)):
+            for i, v in enumerate(per_block):
+                acc[i] += v.sum(0)
+        images += B
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    if sums is None:
+        raise ValueError("no images: the folder gave no captures")
+    return HeadStats(
+        mean_distance=_table([v / images for v in sums[0]]),
+        entropy=_table([v / images for v in sums[1]]),
+        prefix_share=_table([v / images for v in sums[2]]),
+        num_heads=heads,
+        images=images,
+    )

@@ -1,0 +1,147 @@
+"""`attnviz dump`: the arrays users get for their own analysis, and one-line errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from attnviz.cli import main
+from attnviz.nets import SwinConfig, ViTConfig, create_net
+
+
+def _save(tmp_path, cfg, name="m"):
+    torch.manual_seed(0)
+    net = create_net(cfg).eval()
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return net, str(path)
+
+
+VIT = ViTConfig(img_size=(48, 48), patch_size=16, embed_dim=128, depth=2, num_heads=2, mlp_hidden_dim=128,
+                num_reg_tokens=2, num_classes=1000)
+SWIN = SwinConfig(img_size=(224, 224), embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(7, 7),
+                  num_classes=0)
+
+
+def test_vit_dump_from_tensor_equals_the_network(tmp_path):
+    net, model = _save(tmp_path, VIT)
+    x = np.random.default_rng(0).standard_normal((3, 64, 80)).astype(np.float32)  # not the trained size
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    assert main(["dump", "--model", model, "--tensor", str(tmp_path / "x.npy"), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    d = np.load(out)
+    meta = json.loads(str(d["meta"]))
+    cap = net.capture(torch.from_numpy(x)[None])
+    assert meta["family"] == "vit" and meta["img_size"] == [64, 80] and meta["grid_size"] == [4, 5]
+    assert meta["num_prefix_tokens"] == 3 and meta["prefix_tokens"] == ["cls", "reg0", "reg1"]
+    assert meta["num_heads"] == [2, 2] and meta["patch_size"] == 16
+    assert len(meta["class_names"]) == 1000 and meta["class_names"][1].startswith("goldfish")
+    assert d["logits"].shape == (1000,) and d["logits"].dtype == np.float32
+    np.testing.assert_allclose(d["logits"], cap.logits[0].numpy(), atol=1e-6)
+    for i in range(2):
+        assert d[f"attn.{i}"].shape == (2, 23, 23)
+        np.testing.assert_allclose(d[f"attn.{i}"], cap.blocks[i].attn[0].numpy(), atol=1e-7)
+    assert not any(k.startswith("attn_mask") for k in d.files)
+
+
+def test_swin_dump_from_image_has_masks_and_no_logits(tmp_path):
+    _, model = _save(tmp_path, SWIN)
+    img = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "out.npz"
+    assert main(["dump", "--model", model, "--image", str(img), "--out", str(out), "--device", "cpu"]) == 0
+    d = np.load(out)
+    meta = json.loads(str(d["meta"]))
+    assert "logits" not in d.files and meta["class_names"] is None
+    assert meta["window_size"] == [7, 7, 7, 7] and meta["shift_size"] == [0, 3, 0, 3]
+    assert meta["stage"] == [0, 0, 1, 1] and meta["num_heads"] == [1, 1, 2, 2]
+    assert d["attn.0"].shape == (64, 1, 49, 49) and d["attn.2"].shape == (16, 2, 49, 49)
+    assert sorted(k for k in d.files if k.startswith("attn_mask")) == ["attn_mask.1", "attn_mask.3"]
+    assert d["attn_mask.1"].shape == (64, 49, 49) and set(np.unique(d["attn_mask.1"])) == {0.0, -100.0}
+    np.testing.assert_allclose(d["attn.1"].sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["missing_model", "bad_model", "bad_tensor_shape", "pickled_tensor",
+                                  "missing_image", "bad_device", "bad_dtype", "no_out_folder", "tiny_tensor"])
+def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path, case):
+    _, model = _save(tmp_path, VIT)
+    good = tmp_path / "x.npy"
+    np.save(good, np.zeros((3, 48, 48), np.float32))
+    out = tmp_path / "out.npz"
+    args = {"model": model, "tensor": str(good), "out": str(out)}
+    extra = []
+    if case == "missing_model":
+        args["model"] = str(tmp_path / "nope.safetensors")
+    elif case == "bad_model":
+        (tmp_path / "bad.pth").write_bytes(b"\x80\x04garbage")
+        args["model"] = str(tmp_path / "bad.pth")
+    elif case == "bad_tensor_shape":
+        np.save(good, np.zeros((48, 48, 3), np.float32))
+    elif case == "pickled_tensor":
+        np.save(good, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif case == "missing_image":
+        del args["tensor"]
+        args["image"] = str(tmp_path / "none.png")
+    elif case == "bad_device":
+        extra = ["--device", "tpu"]
+    elif case == "bad_dtype":
+        extra = ["--dtype", "fp8"]
+    elif case == "no_out_folder":
+        args["out"] = str(tmp_path / "no" / "such" / "out.npz")
+    elif case == "tiny_tensor":
+        np.save(good, np.zeros((3, 8, 8), np.float32))
+    argv = ["dump"] + [f"--{k}={v}" for k, v in args.items()] + extra
+    proc = subprocess.run([sys.executable, "-m", "attnviz", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attnviz: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".attnviz-*"))
+
+
+def test_analysis_arrays_equal_the_library_on_the_same_capture(tmp_path):
+    from attnviz.analysis import attention_flow, flow_map, head_stats, image_attentions, rollout_row
+    from attnviz.analysis.pos_embed import vit_position_similarity
+
+    net, model = _save(tmp_path, VIT)
+    x = np.random.default_rng(3).standard_normal((3, 48, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "a.npz"
+    assert main(["dump", "--model", model, "--tensor", str(tmp_path / "x.npy"), "--out", str(out),
+                 "--device", "cpu", "--analysis"]) == 0
+    d = np.load(out)
+    cap = net.capture(torch.from_numpy(x)[None])
+    attns = image_attentions(cap, 0)
+    assert d["rollout"].shape == d["flow"].shape == (3, 4)
+    np.testing.assert_allclose(d["rollout"], rollout_row(attns, 0, num_prefix_tokens=3)[3:].reshape(3, 4),
+                               atol=1e-6)
+    np.testing.assert_allclose(d["flow"], flow_map(attention_flow(attns, 0, num_prefix_tokens=3), 3, (3, 4)),
+                               atol=1e-6)
+    assert 0 < d["flow"].sum() <= 1 + 1e-6
+    st = head_stats(cap, 0)
+    np.testing.assert_allclose(d["mean_attention_distance"], st.mean_distance, atol=1e-5)
+    np.testing.assert_allclose(d["attention_entropy"], st.entropy, atol=1e-5)
+    assert d["mean_attention_distance"].shape == (2, 2)
+    sim = d["pos_embed_similarity"]
+    assert sim.shape == (3, 4, 3, 4)
+    np.testing.assert_allclose(sim, vit_position_similarity(net, (3, 4)).numpy(), atol=1e-6)
+    np.testing.assert_allclose(np.einsum("ijij->ij", sim), 1.0, atol=1e-5)  # every embedding is itself
+
+
+def test_swin_analysis_pads_heads_with_nan(tmp_path):
+    _, model = _save(tmp_path, SWIN)
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).standard_normal((3, 224, 224)).astype(np.float32))
+    out = tmp_path / "s.npz"
+    assert main(["dump", "--model", model, "--tensor", str(tmp_path / "x.npy"), "--out", str(out),
+                 "--device", "cpu", "--analysis"]) == 0
+    d = np.load(out)
+    mad = d["mean_attention_distance"]
+    assert mad.shape == (4, 2) and np.isnan(mad[:2, 1]).all() and np.isfinite(mad[2:]).all()
+    assert "rollout" not in d.files and "pos_embed_similarity" not in d.files

@@ -1,0 +1,178 @@
+"""Attention flow (attnviz.analysis.flow) against networkx's maximum flow on the same layered graph."""
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import attnviz.analysis.flow as flow_mod
+from attnviz.analysis.flow import Cancelled, attention_flow, flow_map, layered_max_flow
+from attnviz.analysis.rollout import augmented_attentions, rollout
+
+
+def _softmax_rows(rng, shape, scale=2.0):
+    x = rng.normal(size=shape) * scale
+    p = np.exp(x - x.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True)
+
+
+def _caps(rng, L, N, heads=3, scale=3.0, discard=0.0):
+    attns = [_softmax_rows(rng, (heads, N, N), scale) for _ in range(L)]
+    return [m.numpy() for m in augmented_attentions(attns, discard_ratio=discard, num_prefix_tokens=1)]
+
+
+def _local_caps(rng, L, side, sigma=0.8):
+    """Attention that mostly stays near the query on a side×side grid (plus a class token): hard for flow."""
+    pos = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    pos = np.concatenate([[[-2.0, -2.0]], pos])  # the class token sits off the grid
+    d2 = ((pos[:, None] - pos[None]) ** 2).sum(-1)
+    N = len(pos)
+    attns = []
+    for _ in range(L):
+        x = -d2[None] / sigma**2 + rng.normal(size=(2, N, N))
+        p = np.exp(x - x.max(-1, keepdims=True))
+        attns.append(p / p.sum(-1, keepdims=True))
+    return [m.numpy() for m in augmented_attentions(attns)]
+
+
+def _networkx_flow(caps, source, sink):
+    """Reference: the layered graph of Abnar & Zuidema, edges from layer l+1 token i to layer l token j."""
+    L, N = len(caps), caps[0].shape[0]
+    G = nx.DiGraph()
+    for l in range(L):
+        for i in range(N):
+            for j in range(N):
+                if caps[l][i, j] > 0:
+                    G.add_edge((l + 1, i), (l, j), capacity=float(caps[l][i, j]))
+    if (L, source) not in G or (0, sink) not in G:
+        return 0.0
+    return nx.maximum_flow_value(G, (L, source), (0, sink))
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("method", ["auto", "push_relabel"])
+def test_equals_networkx_on_small_random_graphs(seed, method):
+    rng = np.random.default_rng(seed)
+    L = int(rng.integers(1, 6))
+    N = int(rng.integers(2, 9))
+    scale = float(rng.choice([0.5, 3.0, 10.0, 30.0]))
+    discard = float(rng.choice([0.0, 0.5, 0.8]))
+    caps = _caps(rng, L, N, scale=scale, discard=discard)
+    source = int(rng.integers(N))
+    got = layered_max_flow(caps, source, method=method)
+    for t in range(N):
+        assert got[t] == pytest.approx(_networkx_flow(caps, source, t), abs=1e-9)
+
+
+def _bottleneck_caps():
+    """Block 1 sends every token to token 0: the flow must squeeze through one token, well below the trivial cut."""
+    rng = np.random.default_rng(11)
+    N = 6
+    attns = [_softmax_rows(rng, (2, N, N), 1.0) for _ in range(4)]
+    one_hot = np.zeros((2, N, N))
+    one_hot[:, :, 0] = 1.0
+    attns[1] = one_hot
+    attns[2] = one_hot
+    return [m.numpy() for m in augmented_attentions(attns)]
+
+
+def test_a_real_bottleneck_is_solved_by_push_relabel(monkeypatch):
+    caps = _bottleneck_caps()
+    calls = []
+    original = flow_mod._LayeredPushRelabel.max_flow
+
+    def counting(self, t, cancel=None, bridge=None):
+        calls.append(t)
+        return original(self, t, cancel, bridge)
+
+    monkeypatch.setattr(flow_mod._LayeredPushRelabel, "max_flow", counting)
+    got = layered_max_flow(caps, 0)
+    assert calls, "the certificate cannot hold here, push-relabel must run"
+    trivial = np.minimum(caps[-1][0].sum(), caps[0].sum(0))
+    for t in range(caps[0].shape[0]):
+        ref = _networkx_flow(caps, 0, t)
+        assert got[t] == pytest.approx(ref, abs=1e-9)
+    assert (got < trivial - 1e-3).any(), "the case should have cuts below the trivial one"
+
+
+def test_diffuse_attention_is_settled_by_the_certificate(monkeypatch):
+    rng = np.random.default_rng(12)
+    caps = _caps(rng, 8, 30, heads=12, scale=1.0)  # deep enough to mix, like a real ViT
+
+    def fail(*a, **k):
+        raise AssertionError("push-relabel should not be needed")
+
+    monkeypatch.setattr(flow_mod._LayeredPushRelabel, "max_flow", fail)
+    got = layered_max_flow(caps, 0)
+    for t in (0, 1, 17, 29):
+        assert got[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-9)
+
+
+def test_structured_attention_on_a_grid_matches_networkx_on_some_sinks():
+    rng = np.random.default_rng(13)
+    caps = _local_caps(rng, 5, 4)  # 17 tokens, 5 blocks
+    auto = layered_max_flow(caps, 0)
+    exact = layered_max_flow(caps, 0, method="push_relabel")
+    np.testing.assert_allclose(auto, exact, atol=1e-10)
+    for t in (0, 1, 6, 16):
+        assert auto[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-9)
+
+
+def test_flow_is_at_least_rollout_and_at_most_one():
+    rng = np.random.default_rng(14)
+    attns = [_softmax_rows(rng, (3, 10, 10), 4.0) for _ in range(4)]
+    f = attention_flow(attns, 0)
+    r = rollout(attns)[0]  # the rollout-proportional flow is one feasible flow into each token
+    assert (f >= r - 1e-12).all()
+    assert (f <= 1 + 1e-12).all()
+
+
+def test_attention_flow_builds_rollouts_graph():
+    rng = np.random.default_rng(15)
+    attns = [_softmax_rows(rng, (2, 5, 5), 3.0) for _ in range(3)]
+    caps = [0.5 * a.mean(0) / a.mean(0).sum(1, keepdims=True) + 0.5 * np.eye(5) for a in attns]
+    got = attention_flow(attns, 2)
+    for t in range(5):
+        assert got[t] == pytest.approx(_networkx_flow(caps, 2, t), abs=1e-9)
+    # block ranges and a subset of sinks
+    part = attention_flow(attns, 1, first_block=1, sinks=[0, 3])
+    assert np.isnan(part[[1, 2, 4]]).all()
+    for t in (0, 3):
+        assert part[t] == pytest.approx(_networkx_flow(caps[1:], 1, t), abs=1e-9)
+
+
+def test_flow_map_normalises_over_all_input_tokens():
+    v = np.array([2.0, 1.0, 3.0, 0.0, 4.0, np.nan, 0.0])  # one prefix token, a 2x3 grid
+    m = flow_map(v, 1, (2, 3))
+    np.testing.assert_allclose(m, np.array([[1, 3, 0], [4, 0, 0]]) / 10)
+
+
+def test_progress_and_cancel():
+    caps = _bottleneck_caps()
+    seen = []
+    layered_max_flow(caps, 0, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (6, 6) and all(t == 6 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(Cancelled):
+        layered_max_flow(caps, 0, cancel=lambda: True)
+    polls = []
+
+    def cancel_later():
+        polls.append(1)
+        return len(polls) > 3
+
+    with pytest.raises(Cancelled):
+        layered_max_flow(caps, 0, method="push_relabel", cancel=cancel_later)
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: layered_max_flow([], 0),
+    lambda c: layered_max_flow(c, 7),
+    lambda c: layered_max_flow([-x for x in c], 0),
+    lambda c: layered_max_flow(c, 0, sinks=[9]),
+    lambda c: layered_max_flow(c, 0, method="dinic"),
+    lambda c: layered_max_flow(c + [np.ones((3, 3))], 0),
+])
+def test_bad_input_gives_a_clear_error(call):
+    with pytest.raises(ValueError):
+        call(_caps(np.random.default_rng(16), 3, 5))
