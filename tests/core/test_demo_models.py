@@ -63,15 +63,20 @@ def test_shipped_files_are_small():
     assert all(p.stat().st_size < 5 * 2**20 for p in MODELS.glob("*.safetensors"))
 
 
-def test_nope_cannot_tell_face_from_scrambled_but_finds_none(test_split):
-    model = _load("faces-vit-nope")
+def test_without_position_embeddings_layout_is_much_harder_but_none_is_easy(test_split):
+    """faces-vit-nope sees a bag of patches. It finds the images without face parts as well as faces-vit does,
+    but separates face from scrambled far worse. (Not at chance: patches that hold slices of two parts, or of a
+    part and the outline, still carry some layout; see models/faces-vit-nope.md and issue 3's note.)"""
     x, y, _ = test_split
-    logits = _predict(model, x)
     two = y < 2  # face and scrambled only, decided between their two logits
-    face_vs_scrambled = float((logits[two][:, :2].argmax(-1) == y[two]).float().mean())
-    assert 0.4 < face_vs_scrambled < 0.6
-    none_recall = float((logits[y == 2].argmax(-1) == 2).float().mean())
-    assert none_recall > 0.95
+    result = {}
+    for name in ("faces-vit", "faces-vit-nope"):
+        logits = _predict(_load(name), x)
+        result[name] = (float((logits[two][:, :2].argmax(-1) == y[two]).float().mean()),
+                        float((logits[y == 2].argmax(-1) == 2).float().mean()))
+    (vit_fs, vit_none), (nope_fs, nope_none) = result["faces-vit"], result["faces-vit-nope"]
+    assert nope_none > 0.95 and vit_none > 0.95
+    assert nope_fs < vit_fs - 0.1, result
 
 
 def test_nope_logits_are_invariant_to_patch_permutations(test_split):
