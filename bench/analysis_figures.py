@@ -28,7 +28,7 @@ GOALS = {
     "rollout_full_ms_vit_b16": "info: the whole 197x197 R (11 matrix products)",
     "flow_s_vit_b16": "<= 2 s (every input token as a sink, random softmax attention)",
     "flow_s_vit_b16_structured": "info: same with local + attention-sink heads (push-relabel fallback)",
-    "relevance_ratio_vit_b16": "time of a class map (capture + backward + math) / plain forward",
+    "relevance_ratio_vit_b16": "<= 3 (a class map: capture + backward + math, / a plain forward)",
 }
 
 
