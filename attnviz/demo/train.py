@@ -236,9 +236,10 @@ _BLURB = {
     "faces-vit": "A small ViT with a class token and learned absolute position embeddings. It tells a face from "
                  "the same parts in the wrong places, because position embeddings tell it where each patch is.",
     "faces-vit-nope": "The same ViT and recipe without position embeddings. Self-attention is then "
-                      "permutation-equivariant and the class token sees a bag of patches: it cannot tell a face "
-                      "from a scrambled face (the point of this model), but it still separates both from images "
-                      "without face parts.",
+                      "permutation-equivariant and the class token sees a bag of patches: its prediction cannot "
+                      "change when the patches are shuffled, so it can only tell a face from a scrambled face as "
+                      "far as single patches give the layout away (measured below), while it still separates "
+                      "both from images without face parts.",
     "faces-swin": "A small Swin Transformer v1: 4×4 patches, three stages joined by patch merging, 4×4 windows "
                   "shifted by 2 in every other block, relative position bias.",
     "faces-swinv2": "The same Swin layout as Swin v2: post-norm, scaled cosine attention, log-spaced continuous "
