@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
         self.head = QComboBox()
         self.head.activated.connect(self._head_chosen)
         self.query_label = QLabel("–")
-        self.reset_query = QPushButton("Query: first token")
+        self.reset_query = QPushButton("Reset query (class token / centre patch)")
         self.reset_query.clicked.connect(lambda: session.set_view(query=None))
         self.preds = QListWidget()
         self.info = QLabel("Open a model and an image (File menu).")
