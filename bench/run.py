@@ -48,8 +48,7 @@ def _ours_from_timm(model):
 
     from attnviz.model import load_model
 
-    sd = {k: v.contiguous() for k, v in model.state_dict().items()
-          if not any(s in k for s in ("relative_position_index", "attn_mask", "relative_coords_table", "k_bias"))}
+    sd = model.state_dict()  # timm 1.0's layout is attnviz's native one
     with tempfile.TemporaryDirectory() as d:
         save_file(sd, f"{d}/model.safetensors")
         return load_model(f"{d}/model.safetensors", device="cpu").net

@@ -6,7 +6,6 @@ discover (which files) -> read (tensors, safely) -> detect (which source and fam
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 import torch
 

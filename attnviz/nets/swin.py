@@ -153,12 +153,11 @@ class SwinBlock(nn.Module):
         q, k, v = self.attn.qkv_split(win)
         record = None
         if rec is not None:
-            def record(p):
-                rec.add(p.view(B, nW, self.num_heads, M * M, M * M), num_heads=self.num_heads,
-                        stage=self.stage, grid_size=(H, W), token_px=token_px, window_size=M,
-                        shift_size=s, padded_size=(Hp, Wp),
-                        attn_mask=None if mask is None else mask.detach().cpu().float(),
-                        bias=pos_bias.detach().cpu().float())
+            geometry = dict(num_heads=self.num_heads, stage=self.stage, grid_size=(H, W), token_px=token_px,
+                            window_size=M, shift_size=s, padded_size=(Hp, Wp),
+                            attn_mask=None if mask is None else mask.detach().cpu().float(),
+                            bias=pos_bias.detach().cpu().float())
+            record = lambda p: rec.add(p.view(B, nW, self.num_heads, M * M, M * M), **geometry)  # noqa: E731
         out = attend(lambda: self.attn.logits(q, k, bias), v,
                      lambda: self.attn.fused(q, k, v, bias), record)  # (B*nW, heads, M², hd)
         out = out.transpose(1, 2).reshape(-1, M * M, C)  # (B*nW, M², C)

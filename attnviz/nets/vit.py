@@ -7,6 +7,7 @@ attention probabilities; ``forward()`` is the plain fast path.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch
@@ -173,11 +174,9 @@ class VisionTransformer(nn.Module):
         x, grid = self.embed(x)
         x = self.norm_pre(x)
         cfg = self.config
+        record = None if rec is None else partial(rec.add, num_heads=cfg.num_heads, grid_size=grid,
+                                                  token_px=cfg.patch_size)
         for blk in self.blocks:
-            record = None
-            if rec is not None:
-                def record(p, grid=grid):
-                    rec.add(p, num_heads=cfg.num_heads, grid_size=grid, token_px=cfg.patch_size)
             x = blk(x, record)
         x = self.norm(x)
         return self.head_out(x)

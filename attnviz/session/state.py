@@ -26,7 +26,7 @@ class Session:
         self.device = device
         self.model: Optional[LoadedModel] = None
         self.model_path: Optional[str] = None
-        self.image: Optional[np.ndarray] = None  # (H, W, 3) uint8 as decoded, for display
+        self.image: Any = None  # the decoded RGB image (PIL), kept so a new model needs no re-decode
         self.image_path: Optional[str] = None
         self.input_image: Optional[np.ndarray] = None  # (h, w, 3) uint8: the network's exact input
         self.capture: Optional[Capture] = None
@@ -61,7 +61,7 @@ class Session:
     def _model_loaded(self, path: str, model: LoadedModel) -> None:
         self.model, self.model_path, self.last_error = model, path, None
         self._emit("model")
-        if self.image_path is not None:
+        if self.image is not None:
             self._run()
 
     def open_image(self, path: str) -> None:
@@ -71,18 +71,18 @@ class Session:
         self.worker.submit("image", lambda: load_image(path), lambda img: self._image_loaded(path, img), self._fail)
 
     def _image_loaded(self, path: str, img: Any) -> None:
-        self.image, self.image_path, self.last_error = np.asarray(img), path, None
+        self.image, self.image_path, self.last_error = img, path, None
         self._emit("image")
         if self.model is not None:
             self._run()
 
     def _run(self) -> None:
-        from ..images import denormalize, load_image, preprocess
+        from ..images import denormalize, preprocess
 
-        model, path = self.model, self.image_path
+        model, img = self.model, self.image
 
         def work():
-            x = preprocess(load_image(path), model.info.preprocess)
+            x = preprocess(img, model.info.preprocess)
             return denormalize(x, model.info.preprocess), model.capture(x)
 
         self.worker.submit("capture", work, self._captured, self._fail)

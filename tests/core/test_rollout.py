@@ -155,7 +155,7 @@ def test_rollout_of_a_real_capture_equals_rollout_of_timms_explicit_attention():
     torch.manual_seed(0)
     ref = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=3, embed_dim=48, num_heads=3,
                             num_classes=4, pretrained=False)
-    ref = perturb_(ref, 0.05)
+    ref = perturb_(ref, scale=0.05)
     cfg = ViTConfig(img_size=(64, 64), patch_size=16, embed_dim=48, depth=3, num_heads=3, mlp_hidden_dim=192,
                     num_classes=4)
     net = build_model(ModelInfo(family="vit", config=cfg), native_state_dict(ref))

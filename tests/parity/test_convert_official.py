@@ -22,10 +22,7 @@ from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
 from attnviz.checkpoints import load_checkpoint  # noqa: E402
 
-try:
-    from tests.timm_ref import assert_matches_reference, perturb_
-except ImportError:  # tests/ is not a package: conftest puts it on sys.path
-    from timm_ref import assert_matches_reference, perturb_  # type: ignore[no-redef]
+from tests.timm_ref import assert_matches_reference, perturb_
 
 
 # --- Swin --------------------------------------------------------------------------------------

@@ -30,10 +30,7 @@ from attnviz.checkpoints.detect import convert  # noqa: E402
 from attnviz.data import imagenet_class_names  # noqa: E402
 from attnviz.nets.config import SwinConfig, ViTConfig  # noqa: E402
 
-try:
-    from tests.timm_ref import assert_matches_reference, perturb_, timm_model_for
-except ImportError:  # tests/ is not a package: conftest puts it on sys.path
-    from timm_ref import assert_matches_reference, perturb_, timm_model_for  # type: ignore[no-redef]
+from tests.timm_ref import assert_matches_reference, perturb_, timm_model_for
 
 
 def _vit(**kw) -> VisionTransformer:

@@ -9,20 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tests.timm_ref import perturb_
 
-def perturb_(model: nn.Module, scale: float = 0.02, seed: int = 0) -> nn.Module:
-    """Add noise to every parameter so that each weight (layer scales, biases, tables) matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()
+__all__ = ["native_state_dict", "perturb_", "timm_attention"]
 
 
 def native_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """timm state dict without the buffers timm recomputes (our native checkpoint layout)."""
-    skip = ("relative_position_index", "attn_mask", "relative_coords_table", "k_bias")
-    return {k: v.contiguous() for k, v in model.state_dict().items() if not any(s in k for s in skip)}
+    """timm 1.0's state dict is attnviz's native checkpoint layout (its recomputed buffers are not persistent)."""
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
 @torch.no_grad()

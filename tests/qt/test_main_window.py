@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 pytest.importorskip("pytestqt")
 
-from attnviz.nets import ModelInfo, SwinConfig, ViTConfig, create_net  # noqa: E402
+from attnviz.nets import SwinConfig, ViTConfig, create_net  # noqa: E402
 from attnviz.session import Session, Worker  # noqa: E402
 
 
