@@ -15,11 +15,10 @@ ViT-B/16. Here every sink is answered in one of two exact ways:
    construction; when it also respects every capacity and carries U (up to rounding), U is the
    exact maximum flow. Diffuse attention (random softmax, deep networks) is settled this way for
    almost every sink; structured attention (local heads, attention-sink tokens) mostly is not.
-2. Otherwise push–relabel (Goldberg & Tarjan 1988) on the layered graph, one sink at a time: each
-   layer's active nodes are discharged together with vectorised numpy, sweeping down and up the
-   layers, starting from the bridge flow with its over-full edges clipped (or from the
-   rollout-proportional preflow). Tens of milliseconds per sink at ViT-B/16 size, so structured
-   attention takes seconds for all 197 sinks: hence progress reports and cancellation.
+2. Otherwise push–relabel (Goldberg & Tarjan 1988) on the layered graph, one sink at a time,
+   compiled (:mod:`attnviz.analysis.maxflow`) and run on all cores: a few milliseconds per sink
+   at ViT-B/16 size, so structured attention takes about a second for all 197 sinks; progress is
+   reported and cancellation polled as sinks finish.
 
 Both agree with ``networkx.maximum_flow_value`` to rounding (tests check 1e-9; the certificate
 accepts at most 1e-12·max(1, U) of slack; push-relabel treats residuals below 1e-13·max capacity as
@@ -27,10 +26,13 @@ saturated).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 
+from .maxflow import layered_push_relabel
 from .query import ArrayLike, Fusion, patch_map
 from .rollout import augmented_attentions
 
@@ -108,6 +110,7 @@ def layered_max_flow(
     ``caps[l]`` (N, N), in forward order, holds the non-negative capacities from token i of layer
     l + 1 to token j of layer l; the source is token ``source`` of layer L = len(caps), the sinks are
     tokens of layer 0. method='push_relabel' skips the certificate (for tests and comparisons).
+    The first call in a fresh install compiles the solver (seconds; cached on disk after that).
     """
     C = [np.ascontiguousarray(np.asarray(c, dtype=np.float64)) for c in caps]
     if not C:
@@ -135,24 +138,23 @@ def layered_max_flow(
     elif L == 2:  # source -> middle token j -> sink: independent two-edge paths
         out[todo] = np.minimum(C[1][source][:, None], C[0][:, todo]).sum(axis=0)
         done = total
-    bridges: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if L >= 3 and method == "auto" and todo.size:
         with np.errstate(all="ignore"):  # scalings may overflow; such sinks just fail the certificate
-            ok, values, u, w = _certify(C, source, todo, cancel)
+            ok, values = _certify(C, source, todo, cancel)
         out[todo[ok]] = values[ok]
-        bridges = {int(t): (u[:, i], w[:, i]) for i, t in enumerate(todo) if not ok[i]}
         todo = todo[~ok]
         done = total - int(todo.size)
     if progress is not None:
         progress(done, total)
     if L >= 3 and todo.size:
-        solver = _LayeredPushRelabel(C, source)
-        for t in todo:
-            _check_cancel(cancel)
-            out[t] = solver.max_flow(int(t), cancel, bridges.get(int(t)))
+        def report(t: int, value: float) -> None:
+            nonlocal done
+            out[t] = value
             done += 1
             if progress is not None:
                 progress(done, total)
+
+        _solve_sinks(np.stack(C), source, todo, cancel, report)
     return out
 
 
@@ -162,11 +164,8 @@ def layered_max_flow(
 
 def _certify(
     C: list[np.ndarray], source: int, sinks: np.ndarray, cancel: Optional[CancelFn]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For each sink: (certified, value, u, w). Certified values are exact up to CERTIFICATE_TOL.
-
-    u (N, T) and w (N, T) are the Sinkhorn scalings; push-relabel starts from their flow where the
-    certificate fails.
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each sink: (certified, value). Certified values are exact up to CERTIFICATE_TOL.
 
     Middle layers are 1..L-1 (L = len(C)); the source feeds layer L-1 through a = C[L-1][source],
     layer 1 feeds sink t through b_t = C[0][:, t]. The flow of every candidate path
@@ -232,7 +231,7 @@ def _certify(
     slack = np.abs(U - carried) + over
     ok &= slack <= CERTIFICATE_TOL * np.maximum(1.0, U)
     ok |= U == 0.0  # nothing can flow: the trivial cut is zero
-    return ok, U, Um, W
+    return ok, U
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -242,182 +241,33 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. exact push-relabel on the layered graph
+# 2. exact push-relabel, one sink at a time, compiled
 
 
-class _LayeredPushRelabel:
-    """Maximum-flow value from (L, source) to (0, t), for one sink t at a time.
-
-    Only the middle layers 1..L-1 matter: the source reaches no other token of layer L and flow into
-    any other token of layer 0 can never reach t. Flows live in dense matrices F[k] (k = 1..L-2) for
-    the edges layer k+1 -> layer k and ``fb`` for layer 1 -> t. Labels start at h(k, i) = k, a valid
-    labelling (every residual edge goes at most one layer down); a node is active while it has
-    excess and a label below n. Layers are discharged whole (their nodes share no edges), sweeping
-    down and up; a gap in the labels retires everything above it.
-
-    Two starting preflows:
-    - the certificate's bridge flow for this sink with every over-full edge clipped to its capacity
-      (what a clipped edge could not carry stays as excess at its tail, and everything downstream
-      shrinks to match). Its source edges are not saturated, so push-relabel may stop early only when
-      the flow reaches the trivial cut U (then U is the maximum); otherwise the source edges are
-      saturated (their spare capacity becomes excess in layer L-1, labels stay valid) and it goes on.
-    - the rollout-proportional preflow from the saturated source edges: a node receiving x sends the
-      share min(1, x / rowsum) of each out-edge's capacity (all of x when rows sum to 1 and x ≤ 1).
-    With the source edges saturated, phase one of push-relabel is exact: when no node is active the
-    excess at t is the maximum flow value (Goldberg & Tarjan 1988).
-    """
-
-    def __init__(self, C: list[np.ndarray], source: int):
-        self.C = C
-        L = len(C)
-        N = C[0].shape[0]
-        self.L, self.N = L, N
-        self.nn = (L - 1) * N + 2  # node count: the "cannot reach the sink" label
-        self.eps = 1e-13 * max(1.0, max(float(c.max()) for c in C))
-        self.a = C[L - 1][source].copy()
-        F0: list[Optional[np.ndarray]] = [None] * (L - 1)
-        ex0 = np.zeros((L + 1, N))
-        x = self.a.copy()
-        for k in range(L - 2, 0, -1):
-            rs = C[k].sum(axis=1)  # (N,)
-            theta = np.minimum(1.0, _safe_div(x, rs))
-            F0[k] = theta[:, None] * C[k]  # (N, N)
-            ex0[k + 1] = x - F0[k].sum(axis=1)
-            x = F0[k].sum(axis=0)
-        self.F0, self.ex0, self.x1 = F0, ex0, x
-
-    def _bridge_preflow(self, u: np.ndarray, w: np.ndarray):
-        """Clipped bridge flow (F, inflow of layer 1, excess, flow on the source edges), or None
-        when the scalings are too extreme to give finite flows."""
-        with np.errstate(all="ignore"):
-            pre = self._bridge_preflow_unchecked(u, w)
-        F, x, ex, s_flow = pre
-        finite = np.isfinite(x).all() and np.isfinite(ex).all() and np.isfinite(s_flow).all()
-        if not finite or not all(f is None or np.isfinite(f).all() for f in F):
-            return None
-        return pre
-
-    def _bridge_preflow_unchecked(self, u: np.ndarray, w: np.ndarray):
-        L, N, C = self.L, self.N, self.C
-        betas = [w]  # β_1 .. β_{L-1}
-        for k in range(1, L - 1):
-            betas.append(C[k] @ betas[-1])
-        s_flow = np.minimum(u * betas[L - 2], self.a)  # (N,) planned source-edge flow, within capacity
-        F: list[Optional[np.ndarray]] = [None] * (L - 1)
-        ex = np.zeros((L + 1, N))
-        x = s_flow
-        alpha = u  # α_{k+1}
-        for k in range(L - 2, 0, -1):
-            planned = alpha * betas[k]  # (N,) planned throughput of layer k+1 = Σ_j α(i) C[k][i, j] β_k(j)
-            r = np.minimum(1.0, _safe_div(x, planned))  # shrink where less arrived than planned
-            Fk = np.minimum(C[k], (r * alpha)[:, None] * C[k] * betas[k - 1][None, :])  # (N, N)
-            ex[k + 1] = np.maximum(x - Fk.sum(axis=1), 0.0)
-            F[k] = Fk
-            x = Fk.sum(axis=0)
-            alpha = C[k].T @ alpha
-        return F, x, ex, s_flow
-
-    def max_flow(self, t: int, cancel: Optional[CancelFn] = None,
-                 bridge: Optional[tuple[np.ndarray, np.ndarray]] = None) -> float:
-        L, N, nn, eps, C = self.L, self.N, self.nn, self.eps, self.C
-        b = C[0][:, t].copy()  # (N,) layer 1 -> t
-        pre = None
-        if bridge is not None and all(np.isfinite(v).all() for v in bridge):
-            pre = self._bridge_preflow(*bridge)
-        if pre is not None:
-            F, x1, ex, s_flow = pre
-        else:
-            F = [None if f is None else f.copy() for f in self.F0]
-            x1, ex, s_flow = self.x1, self.ex0.copy(), None
-        fb = np.minimum(x1, b)
-        ex[1] = x1 - fb
-        ex[np.abs(ex) < eps] = 0.0
-        h = np.zeros((L + 1, N), dtype=np.int64)
-        for k in range(1, L):
-            h[k] = k
-        state = {"ext": float(fb.sum())}
-        bound = min(float(self.a.sum()), float(b.sum()))
-
-        def discharge(k: int) -> bool:
-            rows = np.flatnonzero((ex[k] > eps) & (h[k] < nn))
-            if rows.size == 0:
-                return False
-            e, hk = ex[k, rows], h[k, rows]
-            if k == 1:  # down: to the sink
-                rd = (b - fb)[rows]
-                rd = np.where((rd > eps) & (hk == 1), rd, 0.0)[:, None]  # (r, 1)
-            else:  # down: residual of edges layer k -> layer k-1
-                rd = C[k - 1][rows] - F[k - 1][rows]  # (r, N)
-                rd = np.where((rd > eps) & (h[k - 1][None, :] == hk[:, None] - 1), rd, 0.0)
-            nd = rd.shape[1]
-            if k < L - 1:  # up: undo flow on edges layer k+1 -> layer k
-                ru = F[k][:, rows].T  # (r, N)
-                ru = np.where((ru > eps) & (h[k + 1][None, :] == hk[:, None] - 1), ru, 0.0)
-                R = np.concatenate([rd, ru], axis=1)  # (r, nd + N)
-            else:
-                R = rd
-            before = np.cumsum(R, axis=1) - R  # capacity of the admissible edges listed earlier
-            P = np.minimum(R, np.maximum(0.0, e[:, None] - before))  # greedy split of the excess
-            Pd = P[:, :nd]
-            if k == 1:
-                fb[rows] += Pd[:, 0]
-                state["ext"] += float(Pd.sum())
-            else:
-                F[k - 1][rows] += Pd
-                ex[k - 1] += Pd.sum(axis=0)
-            if k < L - 1:
-                Pu = P[:, nd:]
-                F[k][:, rows] -= Pu.T
-                ex[k + 1] += Pu.sum(axis=0)
-            ex[k, rows] -= P.sum(axis=1)
-            for kk in (k - 1, k, k + 1):
-                if 1 <= kk < L:
-                    row = ex[kk]
-                    row[np.abs(row) < eps] = 0.0
-            # relabel the nodes that kept excess: one above their lowest residual neighbour
-            left = rows[ex[k, rows] > eps]
-            if left.size:
-                cand = np.full(left.size, nn, dtype=np.int64)
-                if k == 1:
-                    cand = np.where((b - fb)[left] > eps, 1, cand)
-                else:
-                    r = C[k - 1][left] - F[k - 1][left]  # (r, N)
-                    cand = np.minimum(cand, np.where(r > eps, h[k - 1][None, :] + 1, nn).min(axis=1))
-                if k < L - 1:
-                    u = F[k][:, left].T  # (r, N)
-                    cand = np.minimum(cand, np.where(u > eps, h[k + 1][None, :] + 1, nn).min(axis=1))
-                h[k, left] = np.minimum(cand, nn)
-            return True
-
-        def highest_active() -> int:
-            active = ((ex[1:L] > eps) & (h[1:L] < nn)).any(axis=1)  # (L-1,) per middle layer
-            return int(np.flatnonzero(active)[-1]) + 1 if active.any() else 0
-
-        def run() -> None:
-            sweeps = 0
-            while state["ext"] < bound - eps:
+def _solve_sinks(C: np.ndarray, source: int, sinks: np.ndarray, cancel: Optional[CancelFn],
+                 report: Callable[[int, float], None]) -> None:
+    """Push-relabel (:mod:`attnviz.analysis.maxflow`) for each sink, on all cores; report(t, value)
+    as each finishes. The compiled solver releases the GIL, so threads run sinks in parallel."""
+    a = np.ascontiguousarray(C[-1][source])  # (N,) source -> layer L-1
+    eps = 1e-13 * max(1.0, float(C.max()))
+    workers = min(os.cpu_count() or 1, 8, int(sinks.size))
+    if workers <= 1:
+        for t in sinks:
+            _check_cancel(cancel)
+            report(int(t), _solve_sink(C, a, int(t), eps))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(_solve_sink, C, a, int(t), eps): int(t) for t in sinks}
+        try:
+            for fut in as_completed(futures):
                 _check_cancel(cancel)
-                sweeps += 1
-                if sweeps > 200 * nn:  # push-relabel ends far sooner; this guards against a float stalemate
-                    raise RuntimeError("attention flow did not converge (push-relabel stalled)")
-                top = highest_active()
-                if top == 0:
-                    return
-                for k in range(top, 0, -1):  # down: excess follows the edges towards the sink
-                    discharge(k)
-                for k in range(2, highest_active() + 1):  # up: what could not go down goes back
-                    discharge(k)
-                # gap heuristic: above an empty label nothing reaches the sink any more
-                mid = h[1:L]
-                count = np.bincount(mid.ravel(), minlength=nn + 1)
-                empty = np.flatnonzero(count[1:nn] == 0)
-                if empty.size:
-                    gap = int(empty[0]) + 1
-                    mid[(mid > gap) & (mid < nn)] = nn
+                report(futures[fut], fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
 
-        run()
-        if s_flow is not None and state["ext"] < bound - eps:
-            # saturate the source edges (labels stay valid) and finish exactly
-            ex[L - 1] += np.maximum(self.a - s_flow, 0.0)
-            run()
-        return min(state["ext"], bound)
+
+def _solve_sink(C: np.ndarray, a: np.ndarray, t: int, eps: float) -> float:
+    b = np.ascontiguousarray(C[0][:, t])  # (N,) layer 1 -> sink t
+    return min(float(layered_push_relabel(C, a, b, eps)), float(a.sum()), float(b.sum()))

@@ -79,13 +79,13 @@ def _bottleneck_caps():
 def test_a_real_bottleneck_is_solved_by_push_relabel(monkeypatch):
     caps = _bottleneck_caps()
     calls = []
-    original = flow_mod._LayeredPushRelabel.max_flow
+    original = flow_mod._solve_sink
 
-    def counting(self, t, cancel=None, bridge=None):
+    def counting(C, a, t, eps):
         calls.append(t)
-        return original(self, t, cancel, bridge)
+        return original(C, a, t, eps)
 
-    monkeypatch.setattr(flow_mod._LayeredPushRelabel, "max_flow", counting)
+    monkeypatch.setattr(flow_mod, "_solve_sink", counting)
     got = layered_max_flow(caps, 0)
     assert calls, "the certificate cannot hold here, push-relabel must run"
     trivial = np.minimum(caps[-1][0].sum(), caps[0].sum(0))
@@ -102,7 +102,7 @@ def test_diffuse_attention_is_settled_by_the_certificate(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("push-relabel should not be needed")
 
-    monkeypatch.setattr(flow_mod._LayeredPushRelabel, "max_flow", fail)
+    monkeypatch.setattr(flow_mod, "_solve_sink", fail)
     got = layered_max_flow(caps, 0)
     for t in (0, 1, 17, 29):
         assert got[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-9)
@@ -116,6 +116,41 @@ def test_structured_attention_on_a_grid_matches_networkx_on_some_sinks():
     np.testing.assert_allclose(auto, exact, atol=1e-10)
     for t in (0, 1, 6, 16):
         assert auto[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-9)
+
+
+def _sink_heavy_caps(rng, L, side):
+    """Local heads, heads dominated by two "attention sink" tokens and sharp random heads, as in trained
+    ViTs: the certificate fails for most sinks, and the solver needs its global relabelling."""
+    pos = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), -1).reshape(-1, 2)
+    pos = np.concatenate([[[side / 2, side / 2]], pos])
+    d2 = ((pos[:, None] - pos[None]) ** 2).sum(-1)
+    N = len(pos)
+    attns = []
+    for _ in range(L):
+        local = -d2 / rng.uniform(0.5, 3.0) ** 2 + rng.normal(size=(N, N))
+        sunk = 2 * rng.normal(size=(N, N))
+        sunk[:, rng.choice(N, 2, replace=False)] += 8
+        sharp = 8 * rng.normal(size=(N, N))
+        x = np.stack([local, sunk, sharp])
+        p = np.exp(x - x.max(-1, keepdims=True))
+        attns.append(p / p.sum(-1, keepdims=True))
+    return [m.numpy() for m in augmented_attentions(attns)]
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_trained_like_attention_matches_networkx_serial_and_threaded(monkeypatch, cores):
+    monkeypatch.setattr(flow_mod.os, "cpu_count", lambda: cores)
+    rng = np.random.default_rng(17)
+    caps = _sink_heavy_caps(rng, 7, 6)  # 37 tokens, 7 blocks
+    got = layered_max_flow(caps, 0, method="push_relabel")
+    solved = []
+    original = flow_mod._solve_sink
+    monkeypatch.setattr(flow_mod, "_solve_sink", lambda C, a, t, eps: solved.append(t) or original(C, a, t, eps))
+    auto = layered_max_flow(caps, 0)
+    np.testing.assert_allclose(auto, got, atol=1e-10)
+    assert len(solved) > 5, "the certificate should fail on many sinks here"
+    for t in range(0, 37, 3):
+        assert got[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-9)
 
 
 def test_flow_is_at_least_rollout_and_at_most_one():
@@ -176,3 +211,21 @@ def test_progress_and_cancel():
 def test_bad_input_gives_a_clear_error(call):
     with pytest.raises(ValueError):
         call(_caps(np.random.default_rng(16), 3, 5))
+
+
+def test_flow_of_a_trained_vit_on_a_real_image_matches_networkx():
+    """The shipped faces-vit on a sample face: trained attention, where the certificate rarely holds."""
+    from pathlib import Path
+
+    from attnviz.analysis.query import image_attentions
+    from attnviz.images import load_image, preprocess
+    from attnviz.model import load_model
+
+    root = Path(__file__).resolve().parents[2]
+    model = load_model(str(root / "models" / "faces-vit.safetensors"), device="cpu")
+    x = preprocess(load_image(root / "assets" / "images" / "face-01.png"), model.info.preprocess)
+    attns = image_attentions(model.capture(x[None]))  # (1, 3, 64, 64)
+    got = attention_flow(attns, 0)
+    caps = [m.numpy() for m in augmented_attentions(attns)]
+    for t in range(0, len(got), 8):
+        assert got[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-9)
