@@ -8,4 +8,11 @@ from attnviz.demo.faces import (
     write_samples,
 )
 
-__all__ = ["CLASS_NAMES", "PartPlacement", "make_split", "render", "render_annotated", "write_samples"]
+__all__ = [
+    "CLASS_NAMES",
+    "PartPlacement",
+    "make_split",
+    "render",
+    "render_annotated",
+    "write_samples",
+]

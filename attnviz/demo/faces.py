@@ -11,42 +11,55 @@ sees an image as a bag (multiset) of patches. This dataset makes that visible. T
 - ``none``: no face parts: either a head holding other shapes (squares, crosses, hexagons, ...)
   or background clutter only.
 
-How face and scrambled are kept apart only by layout (the leaks this design closes):
+How face and scrambled are kept apart only by layout (the leaks this design closes). "Patch"
+means a cell of an 8x8 grid laid over the image (8 px at 64x64) at any offset; finer grids
+inherit every guarantee.
 
 1. Same parts, same looks. Every image first samples one *style* (skin tone, outline, eye, nose
-   and mouth sizes, colours, shapes, gaze) and one head (size, tilt, position) in a
-   class-independent way. Both classes draw exactly one outline, two identical eyes, one nose,
-   one mouth from that style, with the same code; parts never change appearance with position.
-2. Same positions. Each image samples four *slots* in head coordinates: a left and a right eye
-   slot, a nose slot, a mouth slot (a randomised face geometry, tilted with the head). A face
-   puts eye, eye, nose, mouth in them; a scrambled image permutes the parts over the same four
-   slots (one of the 10 arrangements that are not a face and not merely a face with nose and
-   mouth swapped). So the set of occupied positions has exactly the same distribution in both
-   classes: only *which part sits where* differs.
-3. Same overlaps and margins. Slots are accepted only if the largest part fits at every slot
-   without touching another slot's largest part or the outline, so no arrangement overlaps,
-   and the rejection rule (hence the geometry distribution) does not depend on the class.
-4. Same outline, same context. Parts always lie inside the head in both classes (never outside:
-   a part on the background would make its patches differ from a part on skin), and the head,
-   clutter and noise are drawn identically.
-5. Random global placement and sub-patch offsets. Head size, tilt and position are continuous,
-   so parts land at every offset relative to an 8-px patch grid in both classes, and where a
-   part sits in the image says little about the class (a linear classifier on patch statistics
-   in grid order reaches only 0.61-0.64); where it sits relative to the others decides it.
+   and mouth sizes, colours, shapes, gaze) and one geometry, whatever its class. Face and
+   scrambled both draw exactly one head with its outline, two identical eyes, one nose and one
+   mouth from that style with the same code; a part never changes its look with its position.
+2. Same positions. The geometry holds four *slots*: a left and a right eye slot, a nose slot and
+   a mouth slot (a randomised, tilted face layout). A face puts eye, eye, nose, mouth in them; a
+   scrambled image permutes the parts over the same four slots (one of the 10 arrangements that
+   are neither a face nor a face with only nose and mouth swapped). The set of occupied
+   positions has the same distribution in both classes: only *which part sits where* differs.
+   From one generator state, a face and a scrambled image differ only inside the part boxes.
+3. No patch holds two parts. Slot boxes (big enough for the largest part, soft edge included)
+   are at least a patch apart along x or y, so no patch, wherever the grid falls, sees pieces of
+   two parts. Otherwise patches holding e.g. an eye and the mouth, which only scrambled images
+   have, give the class away (a first version leaked this way: a small ViT without position
+   embeddings climbed to 0.61 on face vs scrambled and was still rising).
+4. No patch holds a part and the outline. The head is made large enough that its outline stays a
+   patch away from every slot box, so patches around the outline look alike in both classes
+   (otherwise, e.g., a nose next to the outline happens only in scrambled images). The price:
+   the head is larger than the features need and often leaves the frame (a close-up), and
+   parts always sit on skin, never outside the head, in both classes.
+5. Class-blind rules. Every rejection and size rule looks at the largest part, never at the
+   class, so the geometry distribution is shared.
+6. Sub-patch offsets and heights. Face position and tilt are continuous, so parts land at every
+   offset relative to the patch grid in both classes, and the +-8 degree tilt spreads the
+   height difference of the two eyes over most of a patch, so "both eyes at the same offset
+   inside their patches" is only a weak cue.
 
-What remains: a patch holding a part can also hold a slice of a neighbouring part or of the
-outline, and which neighbour that is depends on the arrangement. ``tests/core/test_faces.py``
-measures that this is small: linear classifiers on position-blind patch statistics stay near
-chance (0.46-0.54 held-out accuracy over four seeds) while the same statistics read at relative
-patch offsets reach 0.87-0.89.
+What remains, and the cost at 64x64: a set model can still compare sub-patch offsets between
+patches (item 6 only weakens that). And rules 3 and 4 make the face's features span about 40 px
+of 64, so the face moves only about +-15 px sideways and +-9 px up or down: absolute positions
+are informative too. Over four seeds (1000 training and 600 test images per class pair), a
+ridge classifier on 8-px patch statistics scores 0.48-0.57 held out on face vs scrambled with
+position-blind features (their sorted multiset, or their second moments), 0.90-0.94 with the
+same statistics paired at relative offsets, and 0.90-0.93 with them in grid order (absolute
+positions); ``tests/core/test_faces.py`` runs the first two. Larger images with the same 8-px
+patch would free the position, at the cost of a ``patch`` parameter this module does not have.
 
 Other properties worth knowing:
-- All lengths scale with ``size / 64``; at the default 64x64 a head is about 27-37 px wide and
-  an eye about 4-8 px wide, so a part covers roughly one 8-px patch (the demo models use patch 8).
-  The noise is drawn last, so one generator state draws the same scene at every ``size``.
+- All lengths scale with ``size / 64``; at 64x64 an eye is 6-8 px wide, a mouth 7-9 px, so a
+  part fits in about one patch. The noise is drawn last and no rule depends on the resolution,
+  so one generator state draws the same scene at every ``size``.
 - A horizontal mirror keeps every label (the scrambled arrangements are closed under swapping
   the two eye slots), so it is a safe augmentation; a vertical flip is not.
-- ``render_annotated`` also returns where the head and each part were drawn.
+- ``render_annotated`` also returns where the head and each part were drawn (part boxes bound
+  every painted pixel).
 """
 from __future__ import annotations
 
@@ -63,6 +76,9 @@ CLASS_NAMES: list[str] = ["face", "scrambled", "none"]
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 _SAMPLES_STREAM = 3  # the sample images of write_samples() come from a stream no split uses
 MIN_SIZE = 32
+# Painted shapes reach half a pixel beyond their boundary (faces_draw); the ellipse distance is
+# first-order, so allow a little more.
+_SOFT_EDGE = 0.75
 _SLOT_PAIRS = np.triu_indices(4, 1)  # the 6 pairs of the 4 slots
 
 # Part names, and the slot order: left eye, right eye, nose, mouth.
@@ -100,11 +116,19 @@ _MOUTH_COLOURS = np.array(
 
 
 class PartPlacement(NamedTuple):
-    """Where one drawn object sits: ``name`` in 'head', 'eye', 'nose', 'mouth', 'shape'."""
+    """Where one drawn object sits: ``name`` in 'head', 'eye', 'nose', 'mouth', 'shape'.
+
+    For face parts, ``half_w`` / ``half_h`` bound every pixel the part paints, along the image
+    axes (the box the slot rules keep apart). For the head they are its semi-axes, in its own
+    frame turned by ``angle``; for other shapes, their radius.
+    """
 
     name: str
     x: float  # centre, pixels from the left edge
     y: float  # centre, pixels from the top edge
+    half_w: float
+    half_h: float
+    angle: float = 0.0  # radians, clockwise on screen
 
 
 @dataclass
@@ -130,12 +154,16 @@ class _Style:
     mouth_colour: np.ndarray
     mouth_kind: str  # 'smile' | 'open'
     mouth_line: float
+    soft_edge: float  # how far painting reaches beyond a shape (px), scaled like the rest
 
     def footprint(self) -> tuple[float, float]:
-        """Half-width and half-height of a box that holds any part."""
+        """Half-width and half-height (in the face's own frame) of a box holding every pixel any
+        part paints, its half-pixel soft edge included."""
         return (
-            max(self.eye_a + 0.5 * self.eye_line, self.nose_a, self.mouth_a + 0.5 * self.mouth_line),
-            max(self.eye_b + 0.5 * self.eye_line, self.nose_b, self.mouth_b + 0.5 * self.mouth_line),
+            max(self.eye_a + 0.5 * self.eye_line, self.nose_a, self.mouth_a + 0.5 * self.mouth_line)
+            + self.soft_edge,
+            max(self.eye_b + 0.5 * self.eye_line, self.nose_b, self.mouth_b + 0.5 * self.mouth_line)
+            + self.soft_edge,
         )
 
 
@@ -156,30 +184,15 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0.0, 255.0, size=3)
 
 
-def _sample_head(rng: np.random.Generator, size: int, unit: float) -> _Head:
-    a = rng.uniform(13.5, 18.5) * unit
-    b = a * rng.uniform(1.08, 1.25)
-    tilt = np.deg2rad(rng.uniform(-10.0, 10.0))
-    # Half extents of the tilted ellipse, so the whole head (and its outline) stays inside.
-    ext_x = np.hypot(a * np.cos(tilt), b * np.sin(tilt)) + 1.5 * unit
-    ext_y = np.hypot(a * np.sin(tilt), b * np.cos(tilt)) + 1.5 * unit
-    cx = rng.uniform(ext_x, size - ext_x)
-    cy = rng.uniform(ext_y, size - ext_y)
-    return _Head(cx=cx, cy=cy, a=a, b=b, tilt=tilt)
-
-
-def _sample_style(rng: np.random.Generator, head: _Head, unit: float) -> _Style:
-    a = head.a
+def _sample_style(rng: np.random.Generator, unit: float) -> _Style:
     skin = _jitter(rng, _SKIN_TONES[rng.integers(len(_SKIN_TONES))], 12.0)
     if rng.random() < 0.5:
         outline = skin * rng.uniform(0.25, 0.5)
     else:
         outline = rng.uniform(10.0, 50.0, size=3)
-    eye_a = rng.uniform(0.16, 0.21) * a
-    eye_b = eye_a * rng.uniform(0.6, 0.78)
+    eye_a = rng.uniform(3.0, 3.8) * unit
+    eye_b = eye_a * rng.uniform(0.62, 0.78)
     pupil_r = eye_b * rng.uniform(0.6, 0.85)
-    nose_kind = "triangle" if rng.random() < 0.5 else "ellipse"
-    mouth_kind = "smile" if rng.random() < 0.6 else "open"
     return _Style(
         skin=skin,
         outline=outline,
@@ -190,62 +203,88 @@ def _sample_style(rng: np.random.Generator, head: _Head, unit: float) -> _Style:
         iris=_jitter(rng, _IRIS_COLOURS[rng.integers(len(_IRIS_COLOURS))], 15.0),
         pupil_r=pupil_r,
         gaze=rng.uniform(-0.4, 0.4) * (eye_a - pupil_r),
-        eye_line=rng.uniform(0.5, 0.9) * unit,
-        nose_a=rng.uniform(0.09, 0.13) * a,
-        nose_b=rng.uniform(0.12, 0.16) * a,
-        nose_colour=skin + rng.uniform(0.45, 0.7) * (outline - skin),
-        nose_kind=nose_kind,
-        mouth_a=rng.uniform(0.18, 0.25) * a,
-        mouth_b=rng.uniform(0.08, 0.12) * a,
+        eye_line=rng.uniform(0.5, 0.8) * unit,
+        nose_a=rng.uniform(1.6, 2.2) * unit,
+        nose_b=rng.uniform(2.2, 2.8) * unit,
+        nose_colour=skin + rng.uniform(0.55, 0.8) * (outline - skin),
+        nose_kind="triangle" if rng.random() < 0.5 else "ellipse",
+        mouth_a=rng.uniform(3.4, 4.4) * unit,
+        mouth_b=rng.uniform(1.2, 1.7) * unit,
         mouth_colour=_jitter(rng, _MOUTH_COLOURS[rng.integers(len(_MOUTH_COLOURS))], 15.0),
-        mouth_kind=mouth_kind,
-        mouth_line=rng.uniform(1.1, 1.6) * unit,
+        mouth_kind="smile" if rng.random() < 0.6 else "open",
+        mouth_line=rng.uniform(0.9, 1.3) * unit,
+        # Scaled with the image (more than needed above 64 px) so that the geometry, hence the
+        # scene, is the same at every size.
+        soft_edge=_SOFT_EDGE * unit,
     )
 
 
-def _slots_valid(slots: np.ndarray, head: _Head, style: _Style, unit: float) -> bool:
-    """Whether the largest part fits at every slot: no two slot boxes touch, all inside the head.
+def _slots_apart(centres: np.ndarray, reach_w: float, reach_h: float, gap: float) -> bool:
+    """Whether every two slot boxes (half extents ``reach_w``, ``reach_h`` along the image axes,
+    centres ``(4, 2)``) are ``gap`` apart along x or along y, so that no axis-aligned square of
+    side ``gap`` (a patch, wherever the grid falls) can touch two of them."""
+    diff = np.abs(centres[:, None, :] - centres[None, :, :])  # (4, 4, 2)
+    apart = (diff[..., 0] >= 2 * reach_w + gap) | (diff[..., 1] >= 2 * reach_h + gap)  # (4, 4)
+    return bool(np.all(apart[_SLOT_PAIRS]))
 
-    Uses only the geometry and the style, never the class, so both classes share one geometry
-    distribution.
+
+def _sample_geometry(
+    rng: np.random.Generator, style: _Style, size: int, unit: float
+) -> tuple[_Head, np.ndarray, tuple[float, float]]:
+    """The head and the four slot centres ``(4, 2)`` (image pixels): eye, eye, nose, mouth.
+
+    Also returns the half extents, along the image axes, of the box any part fits in. Every
+    rule here looks at the largest part only, never at the class, so face and scrambled images
+    share one distribution of geometry; and the rules hold for every part at every slot:
+    - slot boxes are a patch (size / 8) apart along x or y: no patch touches two parts;
+    - the head outline stays a patch away from every slot box: no patch touches a part and the
+      outline (the head is therefore larger than the face's features and may leave the frame);
+    - every slot box lies inside the image.
     """
-    half_w, half_h = style.footprint()
-    gap = 1.2 * unit
-    diff = np.abs(slots[:, None, :] - slots[None, :, :])  # (4, 4, 2)
-    apart = (diff[..., 0] >= 2 * half_w + gap) | (diff[..., 1] >= 2 * half_h + gap)  # (4, 4)
-    if not np.all(apart[_SLOT_PAIRS]):
-        return False
-    margin = 0.5 * style.outline_width + 1.2 * unit
-    inner_a, inner_b = head.a - margin, head.b - margin
-    corners = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]]) * np.array([half_w, half_h])  # (4, 2)
-    pts = slots[:, None, :] + corners[None, :, :]  # (4 slots, 4 corners, 2)
-    return bool(np.all((pts[..., 0] / inner_a) ** 2 + (pts[..., 1] / inner_b) ** 2 <= 1.0))
+    gap = size / 8.0  # the patch of an 8x8 grid
+    fw, fh = style.footprint()
+    while True:
+        tilt = np.deg2rad(rng.uniform(-8.0, 8.0))
+        cos, sin = abs(np.cos(tilt)), abs(np.sin(tilt))
+        reach_w, reach_h = fw * cos + fh * sin, fw * sin + fh * cos  # rotated box, image axes
+        half_span = rng.uniform(9.5, 12.0) * unit  # eye centre to face axis
+        eye_to_nose = rng.uniform(16.5, 20.0) * unit
+        nose_to_mouth = rng.uniform(15.5, 18.5) * unit
+        local = np.array(  # (4, 2) face frame, centred between eye row and mouth
+            [
+                [-half_span, 0.0],
+                [half_span, 0.0],
+                [0.0, eye_to_nose],
+                [0.0, eye_to_nose + nose_to_mouth],
+            ]
+        )
+        local[:, 1] -= 0.5 * (eye_to_nose + nose_to_mouth)
+        local += rng.uniform(-0.4, 0.4, size=(4, 2)) * unit
+        offsets = rotated_points(local, 0.0, 0.0, tilt)  # (4, 2) image axes, around the face centre
+        if _slots_apart(offsets, reach_w, reach_h, gap):
+            break
 
+    # Place the face anywhere the four slot boxes stay inside the image (1-unit margin).
+    low = -offsets.min(axis=0) + np.array([reach_w, reach_h]) + unit  # (2,)
+    high = size - offsets.max(axis=0) - np.array([reach_w, reach_h]) - unit
+    centre = rng.uniform(low, high)
+    centres = centre + offsets  # (4, 2)
 
-def _sample_slots(
-    rng: np.random.Generator, head: _Head, style: _Style, unit: float
-) -> np.ndarray | None:
-    """Four slot centres ``(4, 2)`` in head coordinates (untilted, px): eye, eye, nose, mouth.
-
-    Returns None when no valid geometry was found in a bounded number of tries (the caller then
-    resamples the style).
-    """
-    a, b = head.a, head.b
-    for _ in range(40):
-        sx = rng.uniform(0.34, 0.46) * a
-        eye_y = -rng.uniform(0.22, 0.42) * b
-        nose_y = rng.uniform(0.02, 0.18) * b
-        mouth_y = rng.uniform(0.42, 0.6) * b
-        slots = np.array([[-sx, eye_y], [sx, eye_y], [0.0, nose_y], [0.0, mouth_y]])  # (4, 2)
-        slots += rng.uniform(-0.03, 0.03, size=(4, 2)) * a
-        if _slots_valid(slots, head, style, unit):
-            return slots
-    return None
-
-
-def _to_image(head: _Head, local: np.ndarray) -> np.ndarray:
-    """Head coordinates ``(K, 2)`` -> image pixels ``(K, 2)`` (tilt, then translate)."""
-    return rotated_points(local, head.cx, head.cy, head.tilt)
+    # The smallest head (for a sampled aspect ratio and centre offset) whose outline band stays
+    # a patch away from every slot box; then up to 12 % larger.
+    aspect = rng.uniform(1.05, 1.2)
+    shift = rng.uniform(-2.0, 2.0, size=(1, 2)) * unit  # head centre off the face centre
+    head_centre = centre + rotated_points(shift, 0.0, 0.0, tilt)[0]
+    reach = np.array([reach_w + gap, reach_h + gap])  # (2,)
+    corners = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]]) * reach  # (4, 2)
+    points = (centres[:, None, :] + corners[None, :, :]).reshape(-1, 2) - head_centre  # (16, 2)
+    local_pts = rotated_points(points, 0.0, 0.0, -tilt)  # (16, 2) in the head's frame
+    # How far the outline paints inwards, plus half a unit of safety.
+    band = 0.5 * style.outline_width + style.soft_edge + 0.5 * unit
+    a_needed = np.max(np.hypot(local_pts[:, 0], local_pts[:, 1] / aspect)) + band
+    a = a_needed * rng.uniform(1.0, 1.12)
+    head = _Head(cx=float(head_centre[0]), cy=float(head_centre[1]), a=a, b=aspect * a, tilt=tilt)
+    return head, centres, (reach_w, reach_h)
 
 
 # -- drawing ---------------------------------------------------------------------------------
@@ -256,7 +295,12 @@ def _draw_background(canvas: Canvas, rng: np.random.Generator) -> None:
 
 
 def _draw_shape(
-    canvas: Canvas, rng: np.random.Generator, x: float, y: float, radius: float, kinds: tuple[str, ...]
+    canvas: Canvas,
+    rng: np.random.Generator,
+    x: float,
+    y: float,
+    radius: float,
+    kinds: tuple[str, ...],
 ) -> None:
     """One object that is not a face part: a polygon, a stroke, a cross or a ring."""
     kind = kinds[rng.integers(len(kinds))]
@@ -273,7 +317,8 @@ def _draw_shape(
         canvas.polygon(rotated_points(half, x, y, angle), colour)
     elif kind == "stroke":
         dx, dy = radius * np.cos(angle), radius * np.sin(angle)
-        canvas.segment(x - dx, y - dy, x + dx, y + dy, rng.uniform(0.8, 2.0) * canvas.size / 64, colour)
+        width = rng.uniform(0.8, 2.0) * canvas.size / 64
+        canvas.segment(x - dx, y - dy, x + dx, y + dy, width, colour)
     elif kind == "cross":
         width = max(0.35 * radius, 0.9)
         for k in range(2):
@@ -288,7 +333,9 @@ _CLUTTER_KINDS = ("square", "triangle", "rectangle", "stroke", "ring", "hexagon"
 _FOREIGN_KINDS = ("square", "triangle", "hexagon", "cross", "rectangle")
 
 
-def _draw_clutter(canvas: Canvas, rng: np.random.Generator, count: int, r_lo: float, r_hi: float) -> None:
+def _draw_clutter(
+    canvas: Canvas, rng: np.random.Generator, count: int, r_lo: float, r_hi: float
+) -> None:
     unit = canvas.size / 64
     for _ in range(count):
         x, y = rng.uniform(0.0, canvas.size, size=2)
@@ -297,7 +344,13 @@ def _draw_clutter(canvas: Canvas, rng: np.random.Generator, count: int, r_lo: fl
 
 def _draw_head(canvas: Canvas, head: _Head, style: _Style) -> None:
     canvas.ellipse(
-        head.cx, head.cy, head.a, head.b, head.tilt, style.skin, outline=(style.outline_width, style.outline)
+        head.cx,
+        head.cy,
+        head.a,
+        head.b,
+        head.tilt,
+        style.skin,
+        outline=(style.outline_width, style.outline),
     )
 
 
@@ -307,10 +360,12 @@ def _draw_part(canvas: Canvas, name: str, x: float, y: float, tilt: float, style
         canvas.ellipse(x, y, style.eye_a, style.eye_b, tilt, style.sclera)
         px, py = x + style.gaze * np.cos(tilt), y + style.gaze * np.sin(tilt)
         canvas.ellipse(px, py, style.pupil_r, style.pupil_r, 0.0, style.iris)
-        canvas.ellipse(x, y, style.eye_a, style.eye_b, tilt, None, outline=(style.eye_line, style.outline))
+        ring = (style.eye_line, style.outline)
+        canvas.ellipse(x, y, style.eye_a, style.eye_b, tilt, None, outline=ring)
     elif name == "nose":
         if style.nose_kind == "triangle":
-            local = np.array([[0.0, -style.nose_b], [-style.nose_a, style.nose_b], [style.nose_a, style.nose_b]])
+            a, b = style.nose_a, style.nose_b
+            local = np.array([[0.0, -b], [-a, b], [a, b]])  # (3, 2) apex up
             canvas.polygon(rotated_points(local, x, y, tilt), style.nose_colour)
         else:
             canvas.ellipse(x, y, style.nose_b, style.nose_a, tilt + np.pi / 2, style.nose_colour)
@@ -318,12 +373,10 @@ def _draw_part(canvas: Canvas, name: str, x: float, y: float, tilt: float, style
         # The lower half of an ellipse centred one half-height above (x, y), so the drawn mouth's
         # box is centred on (x, y).
         cx, cy = x + style.mouth_b * np.sin(tilt), y - style.mouth_b * np.cos(tilt)
-        if style.mouth_kind == "smile":
-            canvas.half_ellipse(
-                cx, cy, style.mouth_a, 2.0 * style.mouth_b, tilt, style.mouth_colour, style.mouth_line
-            )
-        else:
-            canvas.half_ellipse(cx, cy, style.mouth_a, 2.0 * style.mouth_b, tilt, style.mouth_colour)
+        ring_width = style.mouth_line if style.mouth_kind == "smile" else None
+        canvas.half_ellipse(
+            cx, cy, style.mouth_a, 2.0 * style.mouth_b, tilt, style.mouth_colour, ring_width
+        )
     else:
         raise ValueError(f"unknown face part {name!r}")
 
@@ -352,60 +405,54 @@ def render_annotated(
     _draw_background(canvas, rng)
     _draw_clutter(canvas, rng, int(rng.integers(2, 7)), 1.8, 6.0)
 
-    # Head, style and slots: sampled the same way for every class.
-    while True:
-        head = _sample_head(rng, size, unit)
-        style = _sample_style(rng, head, unit)
-        slots = _sample_slots(rng, head, style, unit)
-        if slots is not None:
-            break
-    centres = _to_image(head, slots)  # (4, 2) pixels
+    # Style, head and slots: sampled the same way for every class.
+    style = _sample_style(rng, unit)
+    head, centres, (reach_w, reach_h) = _sample_geometry(rng, style, size, unit)
+    head_place = PartPlacement("head", head.cx, head.cy, head.a, head.b, head.tilt)
 
     placements: list[PartPlacement] = []
     if cls == "none":
         if rng.random() < 0.5:
             _draw_head(canvas, head, style)
-            placements.append(PartPlacement("head", head.cx, head.cy))
-            # Shapes at random spots inside the head, not at the face slots, so that a 'none'
-            # head never shows a face layout drawn with other shapes.
-            half_w, half_h = style.footprint()
-            radius_max = min(half_w, half_h * 1.3)
+            placements.append(head_place)
+            # Other shapes at random spots of the face's area, not at the face slots, so that a
+            # 'none' head never shows a face layout drawn with other shapes.
+            low, high = centres.min(axis=0), centres.max(axis=0)  # (2,), (2,)
+            radius_max = min(reach_w, reach_h * 1.3)
             spots: list[np.ndarray] = []
             for _ in range(int(rng.integers(2, 5))):
                 for _try in range(20):
-                    local = rng.uniform(-1.0, 1.0, size=2) * np.array([head.a, head.b]) * 0.62
-                    if np.hypot(local[0] / head.a, local[1] / head.b) <= 0.62 and all(
-                        np.hypot(*(local - other)) >= 2.0 * radius_max + 1.2 * unit for other in spots
-                    ):
-                        spots.append(local)
+                    spot = rng.uniform(low, high)
+                    if all(np.hypot(*(spot - other)) >= 2.0 * radius_max + unit for other in spots):
+                        spots.append(spot)
                         break
-            for x, y in _to_image(head, np.array(spots).reshape(-1, 2)):
+            for x, y in spots:
                 radius = rng.uniform(0.6, 1.0) * radius_max
                 _draw_shape(canvas, rng, x, y, radius, _FOREIGN_KINDS)
-                placements.append(PartPlacement("shape", float(x), float(y)))
+                placements.append(PartPlacement("shape", float(x), float(y), radius, radius))
         else:
-            count = int(rng.integers(2, 5))
-            for _ in range(count):
+            for _ in range(int(rng.integers(2, 5))):
                 x, y = rng.uniform(0.0, size, size=2)
-                _draw_shape(canvas, rng, x, y, rng.uniform(4.0, 10.0) * unit, _CLUTTER_KINDS)
-                placements.append(PartPlacement("shape", float(x), float(y)))
+                radius = rng.uniform(4.0, 10.0) * unit
+                _draw_shape(canvas, rng, x, y, radius, _CLUTTER_KINDS)
+                placements.append(PartPlacement("shape", float(x), float(y), radius, radius))
     else:
         # Drawn for faces too, so that a face and a scrambled image from the same generator state
         # are identical except for which part sits in which slot.
         scramble = _SCRAMBLES[rng.integers(len(_SCRAMBLES))]
         arrangement = _FACE_ORDER if cls == "face" else scramble
         _draw_head(canvas, head, style)
-        placements.append(PartPlacement("head", head.cx, head.cy))
+        placements.append(head_place)
         for name, (x, y) in zip(arrangement, centres):
             _draw_part(canvas, name, float(x), float(y), head.tilt, style)
-            placements.append(PartPlacement(name, float(x), float(y)))
+            placements.append(PartPlacement(name, float(x), float(y), reach_w, reach_h, head.tilt))
 
     canvas.add_noise(rng, rng.uniform(2.0, 8.0))
     return canvas.to_uint8(), placements
 
 
 def render(cls: str, rng: np.random.Generator, size: int = 64) -> np.ndarray:
-    """Draw one image of class ``cls`` ('face' | 'scrambled' | 'none'): ``uint8 (size, size, 3)``."""
+    """Draw one image of class ``cls`` ('face' | 'scrambled' | 'none'), uint8 (size, size, 3)."""
     return render_annotated(cls, rng, size)[0]
 
 

@@ -32,7 +32,7 @@ class Canvas:
     # -- whole-image effects -------------------------------------------------------------------
 
     def add_gradient(self, direction: float, amplitude: float) -> None:
-        """Add a linear brightness ramp of +-``amplitude`` along the angle ``direction`` (radians)."""
+        """Add a linear brightness ramp of +-``amplitude`` along ``direction`` (radians)."""
         coords = (np.arange(self.size, dtype=np.float32) + 0.5) / self.size - 0.5
         ramp = np.cos(direction) * coords[None, :] + np.sin(direction) * coords[:, None]  # (H, W)
         self.pixels += (2.0 * amplitude * ramp)[:, :, None]
@@ -99,7 +99,8 @@ class Canvas:
         """Ellipse with semi-axes ``a`` (along ``angle``) and ``b``: filled with ``colour``
         (None: not filled) and/or stroked with ``outline = (width, colour)``."""
         r = max(a, b) + (0.5 * outline[0] if outline else 0.0)
-        self.paint((cx - r, cy - r, cx + r, cy + r), _ellipse_sd(cx, cy, a, b, angle), colour, outline)
+        distance = _ellipse_sd(cx, cy, a, b, angle)
+        self.paint((cx - r, cy - r, cx + r, cy + r), distance, colour, outline)
 
     def half_ellipse(
         self,
@@ -111,7 +112,7 @@ class Canvas:
         colour: Sequence[float],
         ring_width: float | None = None,
     ) -> None:
-        """The lower half (in the ellipse's own frame) of an ellipse: filled, or a ring (a smile)."""
+        """The lower half (in its own frame) of an ellipse: filled, or a ring (a smile)."""
         r = max(a, b) + (ring_width or 0.0)
         ellipse = _ellipse_sd(cx, cy, a, b, angle)
         cos, sin = np.cos(angle), np.sin(angle)
@@ -128,28 +129,32 @@ class Canvas:
     def polygon(self, vertices: Sequence[Sequence[float]], colour: Sequence[float]) -> None:
         """Filled convex polygon; ``vertices`` ``(K, 2)`` as (x, y) in either winding order.
 
-        The distance is the largest signed distance to the edge lines: exact inside and along
-        the edges, slightly short near outer corners, which only rounds corners by a fraction
-        of a pixel.
+        Signed distance: inside, the largest signed distance to the edge lines; outside, the
+        distance to the nearest edge segment (exact, so sharp corners get no halo).
         """
         pts = [(float(px), float(py)) for px, py in vertices]
         mx = sum(p[0] for p in pts) / len(pts)
         my = sum(p[1] for p in pts) / len(pts)
-        lines = []  # (nx, ny, offset) of each edge line, normal pointing outwards
+        edges = []  # (x0, y0, dx, dy, 1 / length^2, nx, ny, offset), normal pointing outwards
         for (x0, y0), (x1, y1) in zip(pts, pts[1:] + pts[:1]):
-            nx, ny = y1 - y0, x0 - x1
-            norm = (nx * nx + ny * ny) ** 0.5 + 1e-12
-            nx, ny = nx / norm, ny / norm
+            dx, dy = x1 - x0, y1 - y0
+            length2 = max(dx * dx + dy * dy, 1e-12)
+            nx, ny = dy / length2**0.5, -dx / length2**0.5
             if nx * (mx - x0) + ny * (my - y0) > 0:  # whatever the winding
                 nx, ny = -nx, -ny
-            lines.append((nx, ny, nx * x0 + ny * y0))
+            edges.append((x0, y0, dx, dy, 1.0 / length2, nx, ny, nx * x0 + ny * y0))
 
         def distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            nx, ny, off = lines[0]
-            sd = nx * x + ny * y - off  # (h, w)
-            for nx, ny, off in lines[1:]:
-                np.maximum(sd, nx * x + ny * y - off, out=sd)
-            return sd
+            inside = None  # largest signed distance to an edge line (h, w)
+            outside = None  # distance to the nearest edge segment (h, w)
+            for x0, y0, dx, dy, inv_length2, nx, ny, off in edges:
+                line = nx * x + ny * y - off
+                px, py = x - x0, y - y0
+                t = np.clip((px * dx + py * dy) * inv_length2, 0.0, 1.0)
+                seg = np.hypot(px - t * dx, py - t * dy)
+                inside = line if inside is None else np.maximum(inside, line)
+                outside = seg if outside is None else np.minimum(outside, seg)
+            return np.where(inside > 0, outside, inside)
 
         xs = [p[0] for p in pts]
         ys = [p[1] for p in pts]
@@ -222,7 +227,7 @@ def regular_polygon(
 
 
 def rotated_points(points: np.ndarray, cx: float, cy: float, angle: float) -> np.ndarray:
-    """``points`` ``(K, 2)`` given relative to ``(cx, cy)``, rotated by ``angle`` and placed there."""
+    """``points`` ``(K, 2)`` relative to ``(cx, cy)``, rotated by ``angle`` and placed there."""
     cos, sin = np.cos(angle), np.sin(angle)
     rot = np.array([[cos, -sin], [sin, cos]], dtype=np.float64)
     return points @ rot.T + np.array([cx, cy])

@@ -52,8 +52,8 @@ def test_loads_with_sidecar_and_reproduces_card_accuracy(name, test_split):
     x, y, _ = test_split
     acc = float((_predict(model, x).argmax(-1) == y).float().mean())
     assert acc == pytest.approx(_card_accuracy(name), abs=1e-4)  # the same split, regenerated from its seed
-    if name == "faces-vit":
-        assert acc >= 0.97  # the issue's target; faces-swin / faces-swinv2 miss it so far (see their cards)
+    if name != "faces-vit-nope":
+        assert acc >= 0.97  # the issue's target for the models that can see layout
 
 
 def test_shipped_files_are_small():
@@ -62,10 +62,9 @@ def test_shipped_files_are_small():
     assert all(p.stat().st_size < 5 * 2**20 for p in MODELS.glob("*.safetensors"))
 
 
-def test_without_position_embeddings_layout_is_much_harder_but_none_is_easy(test_split):
-    """faces-vit-nope sees a bag of patches. It finds the images without face parts as well as faces-vit does,
-    but separates face from scrambled far worse. (Not at chance: patches that hold slices of two parts, or of a
-    part and the outline, still carry some layout; see models/faces-vit-nope.md and issue 3's note.)"""
+def test_without_position_embeddings_face_vs_scrambled_is_chance_but_none_is_easy(test_split):
+    """faces-vit-nope sees a bag of patches: between a face and the same parts in wrong places it is left at
+    chance, while it finds the images without face parts as well as faces-vit does."""
     x, y, _ = test_split
     two = y < 2  # face and scrambled only, decided between their two logits
     result = {}
@@ -74,8 +73,9 @@ def test_without_position_embeddings_layout_is_much_harder_but_none_is_easy(test
         result[name] = (float((logits[two][:, :2].argmax(-1) == y[two]).float().mean()),
                         float((logits[y == 2].argmax(-1) == 2).float().mean()))
     (vit_fs, vit_none), (nope_fs, nope_none) = result["faces-vit"], result["faces-vit-nope"]
-    assert nope_none > 0.95 and vit_none > 0.95
-    assert nope_fs < vit_fs - 0.1, result
+    assert nope_none > 0.95 and vit_none > 0.95, result
+    assert 0.45 <= nope_fs <= 0.55, result  # chance, within 4.5 standard errors over 2000 images
+    assert vit_fs > 0.95, result
 
 
 def test_nope_logits_are_invariant_to_patch_permutations(test_split):

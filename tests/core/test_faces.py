@@ -1,10 +1,13 @@
 """The procedural faces dataset: API contract, determinism, and the property it exists for.
 
 The property: face and scrambled images hold the same multiset of patch contents and differ only
-in layout. ``test_bag_of_patches_cannot_tell_face_from_scrambled`` trains linear classifiers on
-per-patch statistics (8-px patches, as the demo models use): on their position-blind multiset
-they stay near chance, on the same statistics paired at relative patch offsets they separate the
-classes, and on face vs none the position-blind ones succeed (so they are not simply too weak).
+in layout. ``test_no_patch_holds_two_parts_or_a_part_and_the_outline`` checks the geometric rule
+behind it on the placements, whose boxes
+``test_face_and_scrambled_differ_only_inside_the_part_boxes`` ties to the painted pixels.
+``test_bag_of_patches_cannot_tell_face_from_scrambled`` trains linear classifiers on per-patch
+statistics (8-px patches, as the demo models use): on their position-blind multiset they stay
+near chance, on the same statistics paired at relative patch offsets they separate the classes,
+and on face vs none the position-blind ones succeed (so they are not simply too weak).
 """
 from __future__ import annotations
 
@@ -75,22 +78,63 @@ def test_face_layout_and_scrambled_layout() -> None:
         assert not face_like
 
 
-def test_face_and_scrambled_differ_only_where_the_parts_are() -> None:
+def _part_boxes(parts) -> np.ndarray:
+    """(K, 4) boxes x0, y0, x1, y1 of the face parts in a placement list."""
+    return np.array(
+        [
+            (p.x - p.half_w, p.y - p.half_h, p.x + p.half_w, p.y + p.half_h)
+            for p in parts
+            if p.name in ("eye", "nose", "mouth")
+        ]
+    )
+
+
+def test_face_and_scrambled_differ_only_inside_the_part_boxes() -> None:
     """From one generator state, face and scrambled share background, clutter, head, style, slots
-    and noise: pixels differ only near the four part positions (which are the same in both)."""
-    for seed in range(30):
+    and noise: pixels differ only inside the part boxes (which are the same in both), so those
+    boxes really bound what the parts paint."""
+    for seed in range(40):
         face, face_parts = render_annotated("face", np.random.default_rng(seed))
         scrambled, scr_parts = render_annotated("scrambled", np.random.default_rng(seed))
-        centres = np.array([(p.x, p.y) for p in face_parts if p.name != "head"])  # (4, 2)
-        np.testing.assert_allclose(
-            np.sort(centres, axis=0),
-            np.sort(np.array([(p.x, p.y) for p in scr_parts if p.name != "head"]), axis=0),
-        )
+        boxes = _part_boxes(face_parts)  # (4, 4)
+        np.testing.assert_allclose(np.sort(boxes, axis=0), np.sort(_part_boxes(scr_parts), axis=0))
         rows, cols = np.nonzero(np.any(face != scrambled, axis=2))
         assert len(rows) > 20  # the arrangement did change the picture
-        pixels = np.stack([cols + 0.5, rows + 0.5], axis=1)  # (K, 2) as (x, y)
-        nearest = np.min(np.linalg.norm(pixels[:, None, :] - centres[None, :, :], axis=2), axis=1)
-        assert nearest.max() < 7.0  # the largest part reaches about 6 px from its centre
+        x, y = cols[:, None] + 0.5, rows[:, None] + 0.5  # pixel centres (K, 1)
+        inside = (x > boxes[:, 0]) & (x < boxes[:, 2])  # (K, 4)
+        inside &= (y > boxes[:, 1]) & (y < boxes[:, 3])
+        assert inside.any(axis=1).all()
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_no_patch_holds_two_parts_or_a_part_and_the_outline(size: int) -> None:
+    """The leak-closing rule, checked on the placements: on an 8x8 patch grid at any offset, a
+    patch that touches a part box touches no other part box and lies inside the head, clear of
+    its outline band (half the outline width plus the soft edge, at most 1.4 px per 64)."""
+    patch = size // 8
+    unit = size / 64
+    for seed in range(150):
+        for cls in ("face", "scrambled"):
+            _, parts = render_annotated(cls, np.random.default_rng(seed), size)
+            boxes = _part_boxes(parts)
+            head = next(p for p in parts if p.name == "head")
+            band = 1.4 * unit + 0.5
+            cos, sin = np.cos(head.angle), np.sin(head.angle)
+            for offset in (0, 3, 6):
+                starts = np.arange(offset - patch, size, patch)
+                for i0 in starts:
+                    for j0 in starts:
+                        # pixel-centre extent of the patch
+                        px0, px1, py0, py1 = j0 + 0.5, j0 + patch - 0.5, i0 + 0.5, i0 + patch - 0.5
+                        touching = (boxes[:, 0] < px1) & (boxes[:, 2] > px0)
+                        touching &= (boxes[:, 1] < py1) & (boxes[:, 3] > py0)
+                        assert touching.sum() <= 1, (seed, cls, offset, i0, j0)
+                        if touching.any():
+                            cx = np.array([px0, px1, px0, px1]) - head.x
+                            cy = np.array([py0, py0, py1, py1]) - head.y
+                            u = (cx * cos + cy * sin) / (head.half_w - band)
+                            v = (-cx * sin + cy * cos) / (head.half_h - band)
+                            assert np.all(u * u + v * v < 1.0), (seed, cls, offset, i0, j0)
 
 
 def test_bad_input_raises_clear_errors() -> None:
@@ -124,7 +168,8 @@ def test_rasteriser_areas_and_subpixel_centres() -> None:
     assert (disc * ys).sum() / disc.sum() == pytest.approx(21.7, abs=0.02)
     tilted = drawn(lambda c: c.ellipse(20.0, 20.0, 9.0, 4.0, 0.6, (255, 255, 255)))
     assert tilted.sum() == pytest.approx(np.pi * 36.0, rel=0.02)
-    square = drawn(lambda c: c.polygon([(10.2, 10.2), (18.2, 10.2), (18.2, 18.2), (10.2, 18.2)], (255, 0, 0)))
+    corners = [(10.2, 10.2), (18.2, 10.2), (18.2, 18.2), (10.2, 18.2)]
+    square = drawn(lambda c: c.polygon(corners, (255, 0, 0)))
     assert square.sum() == pytest.approx(64.0, rel=0.01)
     stroke = drawn(lambda c: c.segment(5.0, 30.0, 35.0, 30.0, 2.0, (255, 0, 0)))
     assert stroke.sum() == pytest.approx(30.0 * 2.0 + np.pi, rel=0.03)
@@ -182,7 +227,7 @@ def test_class_balance() -> None:
     assert counts.sum() == 31 and counts.max() - counts.min() <= 1
 
 
-# -- the dataset's purpose: layout, not content, separates face from scrambled ----------------------
+# -- the dataset's purpose: layout, not content, separates face from scrambled -------------------
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +321,10 @@ def _ridge_accuracy(
 
     cut = int(0.8 * len(x_train))
     lams = (0.1, 1.0, 10.0, 100.0, 1000.0)
-    scores = [accuracy(fit(x_train[:cut], y_train[:cut], lam), x_train[cut:], y_train[cut:]) for lam in lams]
+    scores = [
+        accuracy(fit(x_train[:cut], y_train[:cut], lam), x_train[cut:], y_train[cut:])
+        for lam in lams
+    ]
     best = lams[int(np.argmax(scores))]
     return accuracy(fit(x_train, y_train, best), x_test, y_test)
 
