@@ -3,11 +3,12 @@
 - Mean attention distance (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021, Fig. 7
   right): for a query q, Σ_k a_qk·‖p_q − p_k‖ with p the centres of the tokens in input pixels;
   averaged over queries. ViT: queries and keys are the patch tokens, each query's row renormalised
-  over the patches (what it gives to prefix tokens has no position). Swin: inside each window, with
-  window-local positions and the block's token size (``BlockCapture.token_px``); averaged over
-  windows and queries. In a shifted block a window can hold tokens from opposite image edges, but
-  the shift mask keeps attention between them at ~e⁻¹⁰⁰, so the local positions give the distance
-  the attention really spans.
+  over the patches (what it gives to prefix tokens has no position). Swin: inside each window, between
+  the tokens' own positions on the stage grid (the shift's roll undone) times the block's token size
+  (``BlockCapture.token_px``); averaged over windows and queries. A shifted window can hold tokens
+  from opposite image edges: without padding the shift mask keeps them apart (-100), but with padding
+  timm's region layout lets some of them attend to each other (see :mod:`attnviz.analysis.windows`),
+  and that attention spans the whole image, so window-local positions would understate it.
 - Entropy: −Σ_k a_qk·ln a_qk over each full attention row (nats), averaged over queries (Swin: and
   windows). High = diffuse, 0 = one key takes everything.
 - Prefix share (ViT): the mean over patch queries of the attention going to prefix tokens (class,
@@ -23,7 +24,6 @@ the largest head count.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Union
 
@@ -34,6 +34,7 @@ from attnviz.nets.capture import BlockCapture, Capture
 
 from .flow import Cancelled
 from .query import patch_positions
+from .windows import geometry_of, window_token_index
 
 ProgressFn = Callable[[int, Optional[int]], None]
 CancelFn = Callable[[], bool]
@@ -93,33 +94,24 @@ def vit_block_stats(
     return md.numpy(), ent.numpy(), share.numpy()
 
 
-def swin_real_tokens(block: BlockCapture) -> torch.Tensor:
-    """(nW, M²) bool: which window slots hold real tokens (not bottom/right padding)."""
-    M = block.window_size
-    H, W = block.grid_size
-    Hp, Wp = block.padded_size or (math.ceil(H / M) * M, math.ceil(W / M) * M)
-    rows = torch.arange(Hp).view(Hp // M, M)  # (Hp/M, M): row of slot r in window-row wr
-    cols = torch.arange(Wp).view(Wp // M, M)  # (Wp/M, M)
-    real_r = rows < H  # (Hp/M, M)
-    real_c = cols < W  # (Wp/M, M)
-    real = real_r[:, None, :, None] & real_c[None, :, None, :]  # (Hp/M, Wp/M, M, M)
-    return real.reshape(-1, M * M)  # (nW, M²), windows row-major
-
-
 def swin_block_stats(block: BlockCapture) -> tuple[np.ndarray, np.ndarray]:
     """A Swin block's (B, nW, H, M², M²) attention -> mean distance and entropy, each (B, H) float64."""
     a = block.attn.detach().to("cpu", torch.float64)
     M = block.window_size
     if a.dim() != 5 or M is None or a.shape[-1] != M * M:
         raise ValueError(f"Swin attention must be (B, windows, heads, M², M²), got {tuple(a.shape)}")
-    real = swin_real_tokens(block).to(torch.float64)  # (nW, M²)
-    if real.shape[0] != a.shape[1]:
-        raise ValueError(f"{a.shape[1]} windows captured but the geometry gives {real.shape[0]}")
-    dist = _pairwise_distance(torch.from_numpy(patch_positions((M, M)))) * block.token_px  # (M², M²)
+    index = window_token_index(geometry_of(block))  # (nW, M²) stage-grid token in each slot, -1 = padding
+    if index.shape[0] != a.shape[1]:
+        raise ValueError(f"{a.shape[1]} windows captured but the geometry gives {index.shape[0]}")
+    W = block.grid_size[1]
+    real = (index >= 0).to(torch.float64)  # (nW, M²)
+    flat = index.clamp(min=0)
+    pos = torch.stack([flat // W, flat % W], dim=-1).to(torch.float64)  # (nW, M², 2) row, col on the grid
+    dist = (pos[:, :, None] - pos[:, None]).pow(2).sum(-1).sqrt() * block.token_px  # (nW, M², M²) pixels
     keys = real[None, :, None, None, :]  # (1, nW, 1, 1, M²)
     queries = real[None, :, None, :]  # (1, nW, 1, M²)
     n_real = real.sum()
-    md = (_mean_distance(a, dist, keys) * queries).sum(dim=(1, 3)) / n_real  # (B, H)
+    md = (_mean_distance(a, dist[None, :, None], keys) * queries).sum(dim=(1, 3)) / n_real  # (B, H)
     ent = (_entropy(a) * queries).sum(dim=(1, 3)) / n_real  # (B, H)
     return md.numpy(), ent.numpy()
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from attnviz.analysis.flow import Cancelled
-from attnviz.analysis.stats import dataset_head_stats, head_stats, swin_block_stats, swin_real_tokens, vit_block_stats
+from attnviz.analysis.stats import dataset_head_stats, head_stats, swin_block_stats, vit_block_stats
+from attnviz.analysis.windows import geometry_of, window_token_index
 from attnviz.nets import ModelInfo, SwinConfig, ViTConfig, build_model, create_net
 from attnviz.nets.capture import BlockCapture, Capture
 
@@ -41,8 +42,9 @@ def test_mean_distance_is_euclidean_between_patch_centres():
     assert share[0, 0] == 0.0  # no prefix tokens: nothing goes to them
 
 
-def _swin_reference(attn: np.ndarray, grid, M, token_px):
-    """Loop-by-loop mean distance and entropy over real tokens (windows row-major over the padded grid)."""
+def _swin_reference(attn: np.ndarray, grid, M, token_px, shift=0):
+    """Loop-by-loop mean distance and entropy over real tokens. Windows run row-major over the rolled,
+    padded grid; a slot at rolled (r, c) holds the token of grid position ((r + shift) % H, (c + shift) % W)."""
     H, W = grid
     Wp = math.ceil(W / M) * M
     B, nW, heads = attn.shape[:3]
@@ -51,16 +53,18 @@ def _swin_reference(attn: np.ndarray, grid, M, token_px):
     count = 0
     for w in range(nW):
         wr, wc = divmod(w, Wp // M)
-        real = [wr * M + q // M < H and wc * M + q % M < W for q in range(M * M)]
+        rolled = [(wr * M + q // M, wc * M + q % M) for q in range(M * M)]
+        pos = [((r + shift) % H, (c + shift) % W) if r < H and c < W else None for r, c in rolled]
         for q in range(M * M):
-            if not real[q]:
+            if pos[q] is None:
                 continue
             count += 1
+            row = attn[:, w, :, q, :]  # (B, heads, M²)
+            kept = sum(row[..., j] for j in range(M * M) if pos[j] is not None)
             for k in range(M * M):
-                row = attn[:, w, :, q, :]  # (B, heads, M²)
-                if real[k]:
-                    d = token_px * math.hypot(q // M - k // M, q % M - k % M)
-                    md += row[..., k] / sum(row[..., j] for j in range(M * M) if real[j]) * d
+                if pos[k] is not None:
+                    d = token_px * math.hypot(pos[q][0] - pos[k][0], pos[q][1] - pos[k][1])
+                    md += row[..., k] / kept * d
                 p = row[..., k]
                 ent -= np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0)
     return md / count, ent / count
@@ -73,7 +77,7 @@ def test_swin_block_leaves_padding_out():
     attn = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
     blk = BlockCapture(index=0, attn=torch.tensor(attn, dtype=torch.float32), num_heads=3, grid_size=grid,
                        token_px=8, window_size=M, shift_size=0, padded_size=(4, 4))
-    real = swin_real_tokens(blk)
+    real = window_token_index(geometry_of(blk)) >= 0  # (nW, M²)
     assert real.sum() == 9
     assert real[3].tolist() == [True, False, False, False]
     assert real[1].tolist() == [True, False, True, False]  # the right column of window 1 is padding
@@ -98,7 +102,8 @@ def test_swin_capture_statistics_and_nan_padding():
     assert np.isnan(st.mean_distance[:2, 2:]).all() and np.isfinite(st.mean_distance[:2, :2]).all()
     assert np.isnan(st.prefix_share).all()
     for i, blk in enumerate(cap.blocks):
-        ref_md, ref_ent = _swin_reference(blk.attn.double().numpy(), blk.grid_size, blk.window_size, blk.token_px)
+        ref_md, ref_ent = _swin_reference(blk.attn.double().numpy(), blk.grid_size, blk.window_size, blk.token_px,
+                                          blk.shift_size)
         np.testing.assert_allclose(st.mean_distance[i, : blk.num_heads], ref_md[0], rtol=1e-9)
         np.testing.assert_allclose(st.entropy[i, : blk.num_heads], ref_ent[0], rtol=1e-9)
     assert cap.blocks[2].token_px == 8  # second stage tokens cover 8 px
