@@ -77,9 +77,10 @@ def load_tensor(path: str):
 
 
 def run_dump(args: argparse.Namespace) -> None:
-    from .export.arrays import capture_arrays, write_npz
+    from .export.arrays import capture_arrays, check_output, write_npz
     from .model import load_model
 
+    check_output(args.out)
     model = load_model(args.model, device=args.device, dtype=args.dtype, img_size=args.img_size)
     if args.tensor:
         x = load_tensor(args.tensor)

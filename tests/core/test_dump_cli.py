@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -69,7 +71,8 @@ def test_swin_dump_from_image_has_masks_and_no_logits(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_model", "bad_model", "bad_tensor_shape", "pickled_tensor",
-                                  "missing_image", "bad_device", "bad_dtype", "no_out_folder", "tiny_tensor"])
+                                  "missing_image", "bad_device", "bad_dtype", "no_out_folder", "tiny_tensor",
+                                  "out_is_a_folder", "out_folder_is_a_file"])
 def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path, case):
     _, model = _save(tmp_path, VIT)
     good = tmp_path / "x.npy"
@@ -97,13 +100,38 @@ def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path, case):
         args["out"] = str(tmp_path / "no" / "such" / "out.npz")
     elif case == "tiny_tensor":
         np.save(good, np.zeros((3, 8, 8), np.float32))
+    elif case == "out_is_a_folder":
+        (tmp_path / "results").mkdir()
+        args["out"] = str(tmp_path / "results")
+    elif case == "out_folder_is_a_file":
+        (tmp_path / "notes.txt").write_text("x")
+        args["out"] = str(tmp_path / "notes.txt" / "out.npz")
     argv = ["dump"] + [f"--{k}={v}" for k, v in args.items()] + extra
     proc = subprocess.run([sys.executable, "-m", "attnviz", *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("attnviz: error:"), proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not out.exists() and not list(tmp_path.glob(".attnviz-*"))
+    assert "Traceback" not in proc.stderr and "Errno" not in proc.stderr
+    assert not out.exists() and not list(tmp_path.rglob(".attnviz-*"))
+    said = {"out_is_a_folder": "results is a folder; give a file name",
+            "out_folder_is_a_file": "notes.txt is a file, not a folder",
+            "no_out_folder": "does not exist"}
+    assert said.get(case, "") in lines[0]
+
+
+def test_written_arrays_follow_the_umask_and_unwritable_folders_say_so(tmp_path, monkeypatch):
+    from attnviz.export import arrays
+
+    old = os.umask(0o027)
+    try:
+        arrays.write_npz(tmp_path / "a.npz", {"x": np.zeros(3)})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.npz").stat().st_mode) == 0o640
+    monkeypatch.setattr(arrays.os, "access", lambda *a, **k: False)  # (root may write anywhere)
+    with pytest.raises(OSError, match="no permission to write in folder"):
+        arrays.write_npz(tmp_path / "b.npz", {"x": np.zeros(3)})
+    assert not (tmp_path / "b.npz").exists()
 
 
 def test_analysis_arrays_equal_the_library_on_the_same_capture(tmp_path):
