@@ -44,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     faces = sub.add_parser("make-faces", help="write sample images of the procedural faces dataset")
     faces.add_argument("--out", required=True, help="output folder")
-    faces.add_argument("--n", type=int, default=4, help="images per class")
-    faces.add_argument("--seed", type=int, default=0)
-    faces.add_argument("--size", type=int, default=64)
+    faces.add_argument("--n", type=int, default=4, help="images per class (default 4)")
+    faces.add_argument("--seed", type=int, default=0, help="sample stream (default 0; the shipped samples)")
+    faces.add_argument("--size", type=int, default=64, help="side in pixels, 32..2048 (default 64, the demo "
+                       "models' input)")
 
     train = sub.add_parser("train-demo", help="train the shipped demo models on the CPU")
     train.add_argument("--out", default="models", help="folder for NAME.safetensors, NAME.json, NAME.md")
@@ -103,6 +104,8 @@ def run_dump(args: argparse.Namespace) -> None:
 def run_make_faces(args: argparse.Namespace) -> None:
     from .demo.faces import write_samples
 
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
     for p in write_samples(args.out, n_per_class=args.n, seed=args.seed, size=args.size):
         print(p)
 

@@ -64,6 +64,7 @@ Other properties worth knowing:
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -76,6 +77,7 @@ CLASS_NAMES: list[str] = ["face", "scrambled", "none"]
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 _SAMPLES_STREAM = 3  # the sample images of write_samples() come from a stream no split uses
 MIN_SIZE = 32
+MAX_SIZE = 2048  # a 2048x2048 scene takes ~50 MB while drawn; larger is a typo, not a sample
 # Painted shapes reach half a pixel beyond their boundary (faces_draw); the ellipse distance is
 # first-order, so allow a little more.
 _SOFT_EDGE = 0.75
@@ -382,8 +384,8 @@ def _draw_part(canvas: Canvas, name: str, x: float, y: float, tilt: float, style
 
 
 def _check_size(size: int) -> None:
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < MIN_SIZE:
-        raise ValueError(f"image size must be an integer >= {MIN_SIZE}, got {size!r}")
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"image size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
 
 
 def _check_class(cls: str) -> None:
@@ -520,7 +522,14 @@ def write_samples(
     if tag and not all(ch.isalnum() or ch in "-_" for ch in tag):
         raise ValueError(f"tag may hold only letters, digits, '-' and '_', got {tag!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create folder {out} ({(e.strerror or str(e)).lower()})") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OSError(f"no permission to write in folder {out}")
     infix = f"-{tag}" if tag else ""
     paths: list[Path] = []
     for c, cls in enumerate(CLASS_NAMES):

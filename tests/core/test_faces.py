@@ -144,6 +144,8 @@ def test_bad_input_raises_clear_errors() -> None:
         render("cat", np.random.default_rng(0))
     with pytest.raises(ValueError, match="size"):
         make_split("train", 3, size=8)
+    with pytest.raises(ValueError, match="from 32 to 2048"):
+        make_split("train", 1, size=100_000)  # refused before anything is allocated
     with pytest.raises(ValueError, match="n must"):
         make_split("train", -1)
     with pytest.raises(ValueError, match="seed"):
@@ -384,3 +386,22 @@ def test_write_samples(tmp_path: Path) -> None:
     assert not _hashes(np.stack([np.asarray(Image.open(p)) for p in paths])) & _hashes(train)
     with pytest.raises(ValueError, match="tag"):
         write_samples(tmp_path, 1, tag="../x")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        write_samples(tmp_path / "notes.txt", 1)
+    with pytest.raises(ValueError, match="size"):
+        write_samples(tmp_path / "huge", 1, size=100_000)
+    assert not (tmp_path / "huge").exists()  # nothing created for a refused call
+
+
+def test_make_faces_cli_writes_samples_and_refuses_bad_input(tmp_path: Path, capsys) -> None:
+    from attnviz.cli import main
+
+    assert main(["make-faces", "--out", str(tmp_path / "s"), "--n", "1", "--size", "48"]) == 0
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"{c}-01.png" for c in sorted(CLASS_NAMES)]
+    capsys.readouterr()
+    for argv, said in ((["--n", "0"], "--n must be at least 1"), (["--size", "100000"], "from 32 to 2048")):
+        assert main(["make-faces", "--out", str(tmp_path / "t"), *argv]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0]
+        assert not (tmp_path / "t").exists()
