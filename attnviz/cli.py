@@ -62,15 +62,29 @@ def load_tensor(path: str):
     import torch
 
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            magic = f.read(6)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as e:
+    except OSError as e:
+        raise UserError(f"{path}: cannot read it ({(e.strerror or str(e)).lower()})") from None
+    if magic.startswith(b"PK"):
+        raise UserError(f"{path}: an .npz archive; --tensor takes one array saved with numpy.save (.npy)")
+    if magic != b"\x93NUMPY":
+        raise UserError(f"{path}: not a .npy file; --tensor takes one array saved with numpy.save")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise UserError(f"{path}: holds Python objects, which attnviz never loads (unpickling can run "
+                            "code); save a numeric array") from None
         raise UserError(f"{path}: not a readable .npy array ({e})") from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[0] != 3:
-        raise UserError(f"{path}: expected an array of shape (3, H, W), got {getattr(arr, 'shape', None)}")
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({e})") from None
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise UserError(f"{path}: expected an array of shape (3, H, W), got {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
-        raise UserError(f"{path}: expected float32 values, got {arr.dtype}")
+        raise UserError(f"{path}: expected numbers (float32, or any float or integer type), got {arr.dtype}")
     arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise UserError(f"{path}: the array holds NaN or infinite values")

@@ -72,7 +72,7 @@ def test_swin_dump_from_image_has_masks_and_no_logits(tmp_path):
 
 @pytest.mark.parametrize("case", ["missing_model", "bad_model", "bad_tensor_shape", "pickled_tensor",
                                   "missing_image", "bad_device", "bad_dtype", "no_out_folder", "tiny_tensor",
-                                  "out_is_a_folder", "out_folder_is_a_file"])
+                                  "out_is_a_folder", "out_folder_is_a_file", "npz_as_tensor", "png_as_tensor"])
 def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path, case):
     _, model = _save(tmp_path, VIT)
     good = tmp_path / "x.npy"
@@ -100,6 +100,12 @@ def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path, case):
         args["out"] = str(tmp_path / "no" / "such" / "out.npz")
     elif case == "tiny_tensor":
         np.save(good, np.zeros((3, 8, 8), np.float32))
+    elif case == "npz_as_tensor":
+        np.savez(tmp_path / "x.npz", x=np.zeros((3, 48, 48), np.float32))
+        args["tensor"] = str(tmp_path / "x.npz")
+    elif case == "png_as_tensor":
+        Image.new("RGB", (48, 48)).save(tmp_path / "x.png")
+        args["tensor"] = str(tmp_path / "x.png")
     elif case == "out_is_a_folder":
         (tmp_path / "results").mkdir()
         args["out"] = str(tmp_path / "results")
@@ -115,7 +121,9 @@ def test_errors_are_one_line_exit_1_and_write_nothing(tmp_path, case):
     assert not out.exists() and not list(tmp_path.rglob(".attnviz-*"))
     said = {"out_is_a_folder": "results is a folder; give a file name",
             "out_folder_is_a_file": "notes.txt is a file, not a folder",
-            "no_out_folder": "does not exist"}
+            "no_out_folder": "does not exist",
+            "npz_as_tensor": "an .npz archive", "png_as_tensor": "not a .npy file",
+            "pickled_tensor": "never loads"}
     assert said.get(case, "") in lines[0]
 
 
