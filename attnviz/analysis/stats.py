@@ -56,8 +56,8 @@ class HeadStats:
 
 
 def _pairwise_distance(pos: torch.Tensor) -> torch.Tensor:
-    """(n, 2) positions -> (n, n) Euclidean distances."""
-    d = pos[:, None, :] - pos[None, :, :]  # (n, n, 2)
+    """(..., n, 2) positions -> (..., n, n) Euclidean distances."""
+    d = pos[..., :, None, :] - pos[..., None, :, :]  # (..., n, n, 2)
     return d.pow(2).sum(-1).sqrt()
 
 
@@ -107,7 +107,7 @@ def swin_block_stats(block: BlockCapture) -> tuple[np.ndarray, np.ndarray]:
     real = (index >= 0).to(torch.float64)  # (nW, M²)
     flat = index.clamp(min=0)
     pos = torch.stack([flat // W, flat % W], dim=-1).to(torch.float64)  # (nW, M², 2) row, col on the grid
-    dist = (pos[:, :, None] - pos[:, None]).pow(2).sum(-1).sqrt() * block.token_px  # (nW, M², M²) pixels
+    dist = _pairwise_distance(pos) * block.token_px  # (nW, M², M²) pixels
     keys = real[None, :, None, None, :]  # (1, nW, 1, 1, M²)
     queries = real[None, :, None, :]  # (1, nW, 1, M²)
     n_real = real.sum()
