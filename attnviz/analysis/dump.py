@@ -7,6 +7,7 @@ import numpy as np
 
 from ..nets import Capture
 from .flow import attention_flow, flow_map
+from .options import DEFAULT_OPTIONS
 from .pos_embed import vit_position_similarity
 from .query import image_attentions
 from .rollout import rollout_row
@@ -25,10 +26,11 @@ def analysis_arrays(cap: Capture, model: Any) -> dict[str, np.ndarray]:
     P, grid = cap.num_prefix_tokens, cap.grid_size
     if P > 0:
         attns = image_attentions(cap, 0)  # L × (heads, N, N)
-        # Rollout from the first prefix token: mean fusion, alpha 0.5, no discard, unnormalised, patch columns.
-        row = rollout_row(attns, 0, alpha=0.5, fusion="mean", num_prefix_tokens=P)  # (N,)
-        out["rollout"] = row[P:].reshape(grid).astype(np.float32)  # (gh, gw)
-        flow = attention_flow(attns, 0, alpha=0.5, fusion="mean", num_prefix_tokens=P)  # (N,)
+        # From the first prefix token with the default options (README "Raw arrays": mean fusion,
+        # alpha 0.5, no discard, every block); rollout unnormalised, patch columns.
+        row = rollout_row(attns, 0, options=DEFAULT_OPTIONS, num_prefix_tokens=P)  # (N,)
+        out["rollout"] = row[P:].reshape(grid).astype(np.float32)  # (N - P,) -> (gh, gw)
+        flow = attention_flow(attns, 0, options=DEFAULT_OPTIONS, num_prefix_tokens=P)  # (N,)
         out["flow"] = flow_map(flow, P, grid).astype(np.float32)  # (gh, gw)
     net = model.net
     if getattr(net, "pos_embed", None) is not None:

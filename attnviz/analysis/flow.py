@@ -3,8 +3,9 @@
 The network becomes a layered graph: a node per (layer, token), layer 0 the input tokens and layer
 l + 1 the output of block l; an edge from token i of layer l + 1 to token j of layer l with capacity
 Ã_l[i, j], the same residual-augmented attention as rollout (:func:`attnviz.analysis.rollout.augment`,
-α = 0.5 and mean head fusion by default). The flow of input token t is the maximum flow from the
-chosen output token (e.g. the class token of the last layer) to token t of layer 0.
+α = 0.5 and mean head fusion by default, set by the same
+:class:`~attnviz.analysis.options.MixOptions`). The flow of input token t is the maximum flow from the
+start token (e.g. the class token) of the last layer, the graph's source, to token t of layer 0.
 
 A generic max-flow per input token (what the reference code does with networkx) takes minutes for
 ViT-B/16. Here every sink is answered in one of two exact ways:
@@ -32,7 +33,8 @@ from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 
-from .query import ArrayLike, Fusion, patch_map
+from .options import DEFAULT_OPTIONS, MixOptions
+from .query import ArrayLike, patch_map
 from .rollout import augmented_attentions
 
 ProgressFn = Callable[[int, int], None]
@@ -57,29 +59,23 @@ def _check_cancel(cancel: Optional[CancelFn]) -> None:
 
 def attention_flow(
     attns: Sequence[ArrayLike],
-    source: int = 0,
+    start: int = 0,
     *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
+    options: MixOptions = DEFAULT_OPTIONS,
     num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
     sinks: Optional[Sequence[int]] = None,
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
 ) -> np.ndarray:
-    """Maximum flow from token ``source`` after ``last_block`` to every input token, (N,) float64.
+    """Maximum flow from token ``start`` after ``options.last_block`` to every input token, (N,) float64.
 
     ``sinks`` restricts the computation to some input tokens (the others are NaN). ``progress(done,
     total)`` is called as sinks finish; ``cancel()`` is polled and a True answer raises
     :class:`Cancelled`. The capacities are rollout's Ã (see :mod:`attnviz.analysis.rollout`).
     """
     _check_cancel(cancel)
-    caps = [m.numpy() for m in augmented_attentions(
-        attns, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio, num_prefix_tokens=num_prefix_tokens,
-        first_block=first_block, last_block=last_block)]
-    return layered_max_flow(caps, source, sinks=sinks, progress=progress, cancel=cancel)
+    caps = [m.numpy() for m in augmented_attentions(attns, options=options, num_prefix_tokens=num_prefix_tokens)]
+    return layered_max_flow(caps, start, sinks=sinks, progress=progress, cancel=cancel)
 
 
 def flow_map(values: ArrayLike, num_prefix_tokens: int, grid_size: tuple[int, int]) -> np.ndarray:
@@ -97,7 +93,7 @@ def flow_map(values: ArrayLike, num_prefix_tokens: int, grid_size: tuple[int, in
 
 def layered_max_flow(
     caps: Sequence[np.ndarray],
-    source: int,
+    start: int,
     sinks: Optional[Sequence[int]] = None,
     *,
     progress: Optional[ProgressFn] = None,
@@ -107,7 +103,7 @@ def layered_max_flow(
     """Max-flow values on a layered graph for several sinks, (N,) float64 (NaN where not asked).
 
     ``caps[l]`` (N, N), in forward order, holds the non-negative capacities from token i of layer
-    l + 1 to token j of layer l; the source is token ``source`` of layer L = len(caps), the sinks are
+    l + 1 to token j of layer l; the source is token ``start`` of layer L = len(caps), the sinks are
     tokens of layer 0. method='push_relabel' skips the certificate (for tests and comparisons).
     The first call in a fresh install compiles the solver (seconds; cached on disk after that).
     """
@@ -120,8 +116,8 @@ def layered_max_flow(
             raise ValueError(f"capacities of block {i} have shape {c.shape}, expected ({N}, {N})")
         if not np.isfinite(c).all() or (c < 0).any():
             raise ValueError(f"capacities of block {i} must be finite and non-negative")
-    if not 0 <= source < N:
-        raise ValueError(f"source token {source} does not exist (0..{N - 1})")
+    if not 0 <= start < N:
+        raise ValueError(f"start token {start} does not exist (0..{N - 1})")
     todo = np.arange(N) if sinks is None else np.unique(np.asarray(sinks, dtype=np.int64))
     if todo.size and (todo.min() < 0 or todo.max() >= N):
         raise ValueError(f"sink tokens must lie in 0..{N - 1}")
@@ -132,14 +128,14 @@ def layered_max_flow(
     total, done = int(todo.size), 0
     L = len(C)
     if L == 1:  # source -> sink directly
-        out[todo] = C[0][source, todo]
+        out[todo] = C[0][start, todo]
         done = total
     elif L == 2:  # source -> middle token j -> sink: independent two-edge paths
-        out[todo] = np.minimum(C[1][source][:, None], C[0][:, todo]).sum(axis=0)
+        out[todo] = np.minimum(C[1][start][:, None], C[0][:, todo]).sum(axis=0)
         done = total
     if L >= 3 and method == "auto" and todo.size:
         with np.errstate(all="ignore"):  # scalings may overflow; such sinks just fail the certificate
-            ok, values = _certify(C, source, todo, cancel)
+            ok, values = _certify(C, start, todo, cancel)
         out[todo[ok]] = values[ok]
         todo = todo[~ok]
         done = total - int(todo.size)
@@ -153,7 +149,7 @@ def layered_max_flow(
             if progress is not None:
                 progress(done, total)
 
-        _solve_sinks(np.stack(C), source, todo, cancel, report)
+        _solve_sinks(np.stack(C), start, todo, cancel, report)
     return out
 
 

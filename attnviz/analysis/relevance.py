@@ -12,16 +12,19 @@ would mix in every other class) with respect to each block's attention probabili
 
 Every block's gradient must be paired with that block's attention: both lists are in forward order
 and their shapes are checked block by block. Inputs follow :mod:`attnviz.analysis.query` (per-image
-(heads, N, N) arrays, numpy or torch); results are numpy float64.
+(heads, N, N) arrays, numpy or torch); results are numpy float64. The knobs are one
+:class:`~attnviz.analysis.options.MixOptions`, as for rollout: 'grad_rollout' reads all of it,
+'chefer' only the block range.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 
+from .options import DEFAULT_OPTIONS, MixOptions
 from .query import ArrayLike, Fusion, as_block_list, fuse_heads, patch_map
 from .rollout import augment, block_range, chain, chain_row
 
@@ -30,9 +33,10 @@ METHODS: tuple[str, ...] = ("chefer", "grad_rollout")
 
 
 def _pairs(
-    attns: Sequence[ArrayLike], grads: Sequence[ArrayLike], first_block: int, last_block: Optional[int]
+    attns: Sequence[ArrayLike], grads: Sequence[ArrayLike], options: MixOptions
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(attention, gradient) of the chosen blocks in forward order, float64, shapes checked."""
+    """(attention, gradient) of the blocks options.first_block..last_block in forward order, float64,
+    shapes checked."""
     A = as_block_list(attns, "attention")
     G = as_block_list(grads, "attention gradient")
     if len(A) != len(G):
@@ -40,7 +44,8 @@ def _pairs(
     for i, (a, g) in enumerate(zip(A, G)):
         if a.shape != g.shape:
             raise ValueError(f"block {i}: attention {tuple(a.shape)} and gradient {tuple(g.shape)} differ")
-    return [(A[i].to(torch.float64), G[i].to(torch.float64)) for i in block_range(len(A), first_block, last_block)]
+    blocks = block_range(len(A), options.first_block, options.last_block)
+    return [(A[i].to(torch.float64), G[i].to(torch.float64)) for i in blocks]
 
 
 def weighted_attention(attn: torch.Tensor, grad: torch.Tensor, fusion: Fusion | str = "mean") -> torch.Tensor:
@@ -49,12 +54,16 @@ def weighted_attention(attn: torch.Tensor, grad: torch.Tensor, fusion: Fusion | 
 
 
 def chefer_matrices(
-    attns: Sequence[ArrayLike], grads: Sequence[ArrayLike], *, first_block: int = 0, last_block: Optional[int] = None
+    attns: Sequence[ArrayLike], grads: Sequence[ArrayLike], *, options: MixOptions = DEFAULT_OPTIONS
 ) -> list[torch.Tensor]:
-    """I + Ā_l for the chosen blocks in forward order, so R = chain(...) (Chefer et al. 2021)."""
+    """I + Ā_l for the chosen blocks in forward order, so R = chain(...) (Chefer et al. 2021).
+
+    Only the block range of ``options`` applies: the method has no residual weight, always takes the
+    head mean and discards nothing.
+    """
     eye = None
     mats = []
-    for a, g in _pairs(attns, grads, first_block, last_block):
+    for a, g in _pairs(attns, grads, options):
         bar = weighted_attention(a, g, "mean")  # (N, N)
         if eye is None:
             eye = torch.eye(bar.shape[-1], dtype=torch.float64)
@@ -63,44 +72,33 @@ def chefer_matrices(
 
 
 def chefer_relevance(
-    attns: Sequence[ArrayLike], grads: Sequence[ArrayLike], *, first_block: int = 0, last_block: Optional[int] = None
+    attns: Sequence[ArrayLike], grads: Sequence[ArrayLike], *, options: MixOptions = DEFAULT_OPTIONS
 ) -> np.ndarray:
     """Chefer et al.'s relevance matrix R (N, N), float64: R = (I + Ā_L) ⋯ (I + Ā_1)."""
-    return chain(chefer_matrices(attns, grads, first_block=first_block, last_block=last_block)).numpy()
+    return chain(chefer_matrices(attns, grads, options=options)).numpy()
 
 
 def grad_rollout_matrices(
     attns: Sequence[ArrayLike],
     grads: Sequence[ArrayLike],
     *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
+    options: MixOptions = DEFAULT_OPTIONS,
     num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
 ) -> list[torch.Tensor]:
     """Rollout matrices Ã_l built from fuse_h((A ⊙ ∇A)⁺) instead of the attention (forward order)."""
-    return [augment(weighted_attention(a, g, fusion), alpha=alpha, discard_ratio=discard_ratio,
-                    num_prefix_tokens=num_prefix_tokens)
-            for a, g in _pairs(attns, grads, first_block, last_block)]
+    return [augment(weighted_attention(a, g, options.fusion), options=options, num_prefix_tokens=num_prefix_tokens)
+            for a, g in _pairs(attns, grads, options)]
 
 
 def grad_rollout(
     attns: Sequence[ArrayLike],
     grads: Sequence[ArrayLike],
     *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
+    options: MixOptions = DEFAULT_OPTIONS,
     num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
 ) -> np.ndarray:
     """Gradient-weighted rollout matrix (N, N), float64, rows summing to 1."""
-    return chain(grad_rollout_matrices(
-        attns, grads, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-        num_prefix_tokens=num_prefix_tokens, first_block=first_block, last_block=last_block)).numpy()
+    return chain(grad_rollout_matrices(attns, grads, options=options, num_prefix_tokens=num_prefix_tokens)).numpy()
 
 
 def relevance_row(
@@ -109,23 +107,18 @@ def relevance_row(
     start: int = 0,
     method: Method | str = "chefer",
     *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
+    options: MixOptions = DEFAULT_OPTIONS,
     num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
 ) -> np.ndarray:
     """Row ``start`` of the relevance matrix of ``method`` (N,), by vector products only.
 
-    alpha, fusion and discard_ratio apply to 'grad_rollout' only ('chefer' has no such options).
+    options.alpha, fusion and discard_ratio apply to 'grad_rollout' only ('chefer' has no such
+    options); the block range applies to both.
     """
     if method == "chefer":
-        mats = chefer_matrices(attns, grads, first_block=first_block, last_block=last_block)
+        mats = chefer_matrices(attns, grads, options=options)
     elif method == "grad_rollout":
-        mats = grad_rollout_matrices(attns, grads, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-                                     num_prefix_tokens=num_prefix_tokens, first_block=first_block,
-                                     last_block=last_block)
+        mats = grad_rollout_matrices(attns, grads, options=options, num_prefix_tokens=num_prefix_tokens)
     else:
         raise ValueError(f"unknown relevance method '{method}' (use one of {', '.join(METHODS)})")
     return chain_row(mats, start).numpy()
@@ -147,6 +140,7 @@ class Relevance:
     start: int
     num_prefix_tokens: int
     grid_size: tuple[int, int]
+    options: MixOptions  # what mixed the blocks ('chefer' reads only the block range)
 
 
 def attention_gradients(
@@ -187,24 +181,20 @@ def class_relevance(
     method: Method | str = "chefer",
     *,
     start: int = 0,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
+    options: MixOptions = DEFAULT_OPTIONS,
 ) -> Relevance:
     """Class-specific map of image ``x`` (1, 3, H, W) for logit ``class_idx`` by ``method``.
 
-    One capturing forward with the graph kept, one backward from the logit, then the math above.
+    One capturing forward with the graph kept, one backward from the logit, then the math above. The
+    result records ``options``, so a map can be told apart from one mixed another way.
     """
     if method not in METHODS:
         raise ValueError(f"unknown relevance method '{method}' (use one of {', '.join(METHODS)})")
     A, G, logits, cap = attention_gradients(net, x, class_idx)
     P = cap.num_prefix_tokens
-    row = relevance_row(A, G, start, method, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-                        num_prefix_tokens=P, first_block=first_block, last_block=last_block)
+    row = relevance_row(A, G, start, method, options=options, num_prefix_tokens=P)  # (N,)
     return Relevance(
         values=row, map=patch_map(row, P, cap.grid_size, normalize="max"), class_idx=int(class_idx),
         logit=float(logits[class_idx]), method=str(method), start=int(start), num_prefix_tokens=P,
-        grid_size=tuple(cap.grid_size),
+        grid_size=tuple(cap.grid_size), options=options,
     )

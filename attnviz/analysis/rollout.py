@@ -15,6 +15,10 @@ are never discarded). Deliberately unlike vit-explain, rows are normalised per r
 (``keepdim=True``), blocks are multiplied in forward order, and the identity weight is exactly α
 because F is renormalised before the identity is mixed in.
 
+The knobs (α, fusion, discard ratio, block range) are one :class:`~attnviz.analysis.options.MixOptions`
+value, validated when it is made and passed whole, shared with flow and relevance. The prefix-token
+count is a separate argument: it is the capture's geometry, not a choice.
+
 Conventions (shapes, token order, dtypes) are those of :mod:`attnviz.analysis.query`: inputs are
 per-image ``(heads, N, N)`` arrays, numpy or torch; results are numpy float64. Head fusion runs in
 the input's precision (max/min exactly; the mean of float32 inputs adds at most ~heads·2⁻²⁴ relative
@@ -27,26 +31,21 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 import torch
 
-from .query import ArrayLike, Fusion, as_block_list, as_heads, fuse_heads, patch_map
-
-
-def _check_options(alpha: float, discard_ratio: float) -> None:
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"residual weight alpha must lie in [0, 1], got {alpha}")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard ratio must lie in [0, 1), got {discard_ratio}")
+from .options import DEFAULT_OPTIONS, MixOptions
+from .query import ArrayLike, as_block_list, as_heads, fuse_heads, patch_map
 
 
 def augment(
-    fused: torch.Tensor, *, alpha: float = 0.5, discard_ratio: float = 0.0, num_prefix_tokens: int = 1
+    fused: torch.Tensor, *, options: MixOptions = DEFAULT_OPTIONS, num_prefix_tokens: int = 1
 ) -> torch.Tensor:
     """Head-fused (N, N) non-negative weights -> Ã = (1 − α)·F + α·I, float64, rows summing to 1.
 
-    F is ``fused`` with, per row, the ``int(discard_ratio * (N − num_prefix_tokens))`` lowest patch
-    entries set to zero, then each row divided by its own sum. A row with nothing left (all zero)
-    becomes the identity row: the token keeps itself.
+    F is ``fused`` with, per row, the ``int(options.discard_ratio * (N − num_prefix_tokens))`` lowest
+    patch entries set to zero, then each row divided by its own sum. A row with nothing left (all
+    zero) becomes the identity row: the token keeps itself. Only ``options.alpha`` and
+    ``options.discard_ratio`` apply here (the heads are already fused, and there is one block).
     """
-    _check_options(alpha, discard_ratio)
+    alpha = options.alpha
     F = fused.detach().to("cpu", torch.float64, copy=True)
     if F.dim() != 2 or F.shape[0] != F.shape[1]:
         raise ValueError(f"fused attention must be (N, N), got {tuple(F.shape)}")
@@ -56,7 +55,7 @@ def augment(
     if N and not bool(F.min() >= 0):  # also catches NaN
         raise ValueError("attention weights must be non-negative numbers")
     n_patch = N - num_prefix_tokens
-    k = int(discard_ratio * n_patch)
+    k = int(options.discard_ratio * n_patch)
     if k > 0:
         patches = F[:, num_prefix_tokens:]  # (N, n_patch) view
         lowest = torch.topk(patches, k, dim=-1, largest=False).indices  # (N, k)
@@ -73,21 +72,22 @@ def augment(
 
 
 def augmented_attention(
-    attn: ArrayLike,
-    *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
-    num_prefix_tokens: int = 1,
+    attn: ArrayLike, *, options: MixOptions = DEFAULT_OPTIONS, num_prefix_tokens: int = 1
 ) -> torch.Tensor:
-    """One block's (heads, N, N) attention -> its rollout matrix Ã (N, N), float64 (see :func:`augment`)."""
+    """One block's (heads, N, N) attention -> its rollout matrix Ã (N, N), float64 (see :func:`augment`).
+
+    Heads are fused by ``options.fusion``; the block range of ``options`` does not apply to one block.
+    """
     a = as_heads(attn)
-    return augment(fuse_heads(a, fusion), alpha=alpha, discard_ratio=discard_ratio,
-                   num_prefix_tokens=num_prefix_tokens)
+    return augment(fuse_heads(a, options.fusion), options=options, num_prefix_tokens=num_prefix_tokens)
 
 
 def block_range(num_blocks: int, first_block: int = 0, last_block: Optional[int] = None) -> range:
-    """Blocks first_block..last_block inclusive (negative indices count from the end)."""
+    """Blocks first_block..last_block inclusive (negative indices count from the end).
+
+    The range is checked here, against the network's block count, because :class:`MixOptions` cannot
+    know how many blocks a capture holds.
+    """
     last = num_blocks - 1 if last_block is None else last_block
     first = first_block + num_blocks if first_block < 0 else first_block
     last = last + num_blocks if last < 0 else last
@@ -97,20 +97,12 @@ def block_range(num_blocks: int, first_block: int = 0, last_block: Optional[int]
 
 
 def augmented_attentions(
-    attns: Sequence[ArrayLike],
-    *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
-    num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
+    attns: Sequence[ArrayLike], *, options: MixOptions = DEFAULT_OPTIONS, num_prefix_tokens: int = 1
 ) -> list[torch.Tensor]:
-    """Ã of every block in first_block..last_block, in forward order."""
+    """Ã of every block in options.first_block..options.last_block, in forward order."""
     blocks = as_block_list(attns)
-    return [augmented_attention(blocks[i], alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-                                num_prefix_tokens=num_prefix_tokens)
-            for i in block_range(len(blocks), first_block, last_block)]
+    return [augmented_attention(blocks[i], options=options, num_prefix_tokens=num_prefix_tokens)
+            for i in block_range(len(blocks), options.first_block, options.last_block)]
 
 
 def chain(mats: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -134,45 +126,28 @@ def chain_row(mats: Sequence[torch.Tensor], start: int) -> torch.Tensor:
 
 
 def rollout(
-    attns: Sequence[ArrayLike],
-    *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
-    num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
+    attns: Sequence[ArrayLike], *, options: MixOptions = DEFAULT_OPTIONS, num_prefix_tokens: int = 1
 ) -> np.ndarray:
     """The full rollout matrix R = Ã_last ⋯ Ã_first, (N, N) float64 with rows summing to 1.
 
-    R[i, j]: share of input token j in token i after ``last_block``. For one start token's map,
-    :func:`rollout_row` is cheaper (vector products instead of matrix products).
+    R[i, j]: share of input token j in token i after ``options.last_block``. For one start token's
+    map, :func:`rollout_row` is cheaper (vector products instead of matrix products).
     """
-    mats = augmented_attentions(attns, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-                                num_prefix_tokens=num_prefix_tokens, first_block=first_block,
-                                last_block=last_block)
-    return chain(mats).numpy()
+    return chain(augmented_attentions(attns, options=options, num_prefix_tokens=num_prefix_tokens)).numpy()
 
 
 def rollout_row(
     attns: Sequence[ArrayLike],
     start: int = 0,
     *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
+    options: MixOptions = DEFAULT_OPTIONS,
     num_prefix_tokens: int = 1,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
 ) -> np.ndarray:
     """R[start] (N,) float64: what every input token contributes to token ``start`` (sums to 1)."""
-    if discard_ratio > 0:
-        mats = augmented_attentions(attns, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-                                    num_prefix_tokens=num_prefix_tokens, first_block=first_block,
-                                    last_block=last_block)
+    if options.discard_ratio > 0:
+        mats = augmented_attentions(attns, options=options, num_prefix_tokens=num_prefix_tokens)
         return chain_row(mats, start).numpy()
     # Without discarding, v·Ã = (1 − α)·(v / rowsums)·F + α·v: no N×N matrix is built per block.
-    _check_options(alpha, discard_ratio)
     blocks = as_block_list(attns)
     N = blocks[0].shape[-1]
     if not 0 <= start < N:
@@ -181,14 +156,14 @@ def rollout_row(
         raise ValueError(f"{num_prefix_tokens} prefix tokens do not fit in {N} tokens")
     v = torch.zeros(N, dtype=torch.float64)
     v[start] = 1.0
-    for i in reversed(block_range(len(blocks), first_block, last_block)):
-        F = fuse_heads(blocks[i], fusion).to(torch.float64)  # (N, N)
-        v = _row_times_augmented(v, F, alpha)
+    for i in reversed(block_range(len(blocks), options.first_block, options.last_block)):
+        F = fuse_heads(blocks[i], options.fusion).to(torch.float64)  # (N, N)
+        v = _row_times_augmented(v, F, options.alpha)
     return v.numpy()
 
 
 def _row_times_augmented(v: torch.Tensor, F: torch.Tensor, alpha: float) -> torch.Tensor:
-    """v·augment(F, alpha=alpha) for a (N,) row vector, without discarding (see :func:`augment`)."""
+    """v·augment(F) for a (N,) row vector and residual weight alpha, without discarding (see :func:`augment`)."""
     if not bool(F.min() >= 0):  # also catches NaN
         raise ValueError("attention weights must be non-negative numbers")
     rows = F.sum(dim=-1)  # (N,)
@@ -205,14 +180,9 @@ def rollout_map(
     grid_size: tuple[int, int],
     start: int = 0,
     *,
-    alpha: float = 0.5,
-    fusion: Fusion | str = "mean",
-    discard_ratio: float = 0.0,
-    first_block: int = 0,
-    last_block: Optional[int] = None,
+    options: MixOptions = DEFAULT_OPTIONS,
     normalize: Optional[Literal["max", "sum"]] = "max",
 ) -> np.ndarray:
     """(gh, gw) rollout map of token ``start``: R[start, patches] on the patch grid (max 1 by default)."""
-    row = rollout_row(attns, start, alpha=alpha, fusion=fusion, discard_ratio=discard_ratio,
-                      num_prefix_tokens=num_prefix_tokens, first_block=first_block, last_block=last_block)
+    row = rollout_row(attns, start, options=options, num_prefix_tokens=num_prefix_tokens)  # (N,)
     return patch_map(row, num_prefix_tokens, grid_size, normalize=normalize)

@@ -7,6 +7,7 @@ import pytest
 
 import attnviz.analysis.flow as flow_mod
 from attnviz.analysis.flow import Cancelled, attention_flow, flow_map, layered_max_flow
+from attnviz.analysis.options import MixOptions
 from attnviz.analysis.rollout import augmented_attentions, rollout
 
 
@@ -18,7 +19,8 @@ def _softmax_rows(rng, shape, scale=2.0):
 
 def _caps(rng, L, N, heads=3, scale=3.0, discard=0.0):
     attns = [_softmax_rows(rng, (heads, N, N), scale) for _ in range(L)]
-    return [m.numpy() for m in augmented_attentions(attns, discard_ratio=discard, num_prefix_tokens=1)]
+    options = MixOptions(discard_ratio=discard)
+    return [m.numpy() for m in augmented_attentions(attns, options=options, num_prefix_tokens=1)]
 
 
 def _local_caps(rng, L, side, sigma=0.8):
@@ -170,7 +172,7 @@ def test_attention_flow_builds_rollouts_graph():
     for t in range(5):
         assert got[t] == pytest.approx(_networkx_flow(caps, 2, t), abs=1e-9)
     # block ranges and a subset of sinks
-    part = attention_flow(attns, 1, first_block=1, sinks=[0, 3])
+    part = attention_flow(attns, 1, options=MixOptions(first_block=1), sinks=[0, 3])
     assert np.isnan(part[[1, 2, 4]]).all()
     for t in (0, 3):
         assert part[t] == pytest.approx(_networkx_flow(caps[1:], 1, t), abs=1e-9)
@@ -242,3 +244,17 @@ def test_tiny_capacities_count_in_full(method):
         got = layered_max_flow(caps, 0, method=method)
         for t in range(0, caps[0].shape[0], 5):
             assert got[t] == pytest.approx(_networkx_flow(caps, 0, t), abs=1e-15)
+
+
+def test_flow_takes_rollouts_options_whole_and_starts_from_start():
+    rng = np.random.default_rng(18)
+    attns = [_softmax_rows(rng, (3, 7, 7), 3.0) for _ in range(5)]
+    options = MixOptions(alpha=0.3, fusion="min", discard_ratio=0.4, first_block=1, last_block=-1)
+    caps = [m.numpy() for m in augmented_attentions(attns, options=options, num_prefix_tokens=2)]
+    assert len(caps) == 4
+    got = attention_flow(attns, start=3, options=options, num_prefix_tokens=2)
+    np.testing.assert_allclose(got, layered_max_flow(caps, start=3, method="push_relabel"), atol=1e-10)
+    for t in (0, 2, 6):
+        assert got[t] == pytest.approx(_networkx_flow(caps, 3, t), abs=1e-9)
+    with pytest.raises(ValueError, match="start token"):
+        attention_flow(attns, start=7)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnviz.analysis.options import DEFAULT_OPTIONS, MixOptions
 from attnviz.analysis.relevance import (attention_gradients, chefer_relevance, class_relevance, grad_rollout,
                                         grad_rollout_matrices, relevance_row, weighted_attention)
 from attnviz.analysis.rollout import augment
@@ -57,13 +58,14 @@ def test_grad_rollout_is_rollout_of_the_weighted_attention():
         F = np.where(F.sum(1, keepdims=True) > 0, F / np.maximum(F.sum(1, keepdims=True), 1e-300), np.eye(N))
         mats.append(0.5 * F + 0.5 * np.eye(N))
     expected = mats[2] @ mats[1] @ mats[0]
-    R = grad_rollout(attns, grads, fusion="max", num_prefix_tokens=P)
+    by_max = MixOptions(fusion="max")
+    R = grad_rollout(attns, grads, options=by_max, num_prefix_tokens=P)
     np.testing.assert_allclose(R, expected, atol=1e-14)
     np.testing.assert_allclose(R.sum(1), 1.0, atol=1e-14)
-    np.testing.assert_allclose(relevance_row(attns, grads, 3, "grad_rollout", fusion="max"), expected[3], atol=1e-14)
+    np.testing.assert_allclose(relevance_row(attns, grads, 3, "grad_rollout", options=by_max), expected[3], atol=1e-14)
     # block 1 alone
-    np.testing.assert_allclose(grad_rollout(attns, grads, fusion="max", first_block=1, last_block=1), mats[1],
-                               atol=1e-14)
+    block_1 = MixOptions(fusion="max", first_block=1, last_block=1)
+    np.testing.assert_allclose(grad_rollout(attns, grads, options=block_1), mats[1], atol=1e-14)
 
 
 def test_all_negative_rows_pass_their_token_through():
@@ -159,3 +161,25 @@ def test_class_relevance_refuses_what_it_cannot_explain(tiny_vit):
     headless = build_model(ModelInfo(family="vit", config=cfg), create_net(cfg).state_dict())
     with pytest.raises(ValueError, match="classifier"):
         class_relevance(headless, torch.randn(1, 3, 32, 32), 0)
+
+
+def test_chefer_reads_only_the_block_range_of_the_options():
+    rng = np.random.default_rng(2)
+    a = [rng.dirichlet(np.ones(4), size=(2, 4)) for _ in range(3)]
+    g = [rng.normal(size=(2, 4, 4)) for _ in range(3)]
+    mixed = MixOptions(alpha=0.9, fusion="max", discard_ratio=0.5)
+    np.testing.assert_allclose(chefer_relevance(a, g, options=mixed), chefer_relevance(a, g), atol=0)
+    np.testing.assert_allclose(relevance_row(a, g, 1, "chefer", options=mixed), relevance_row(a, g, 1), atol=0)
+    last_two = chefer_relevance(a, g, options=MixOptions(first_block=1))
+    np.testing.assert_allclose(last_two, chefer_relevance(a[1:], g[1:]), atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["chefer", "grad_rollout"])
+def test_class_relevance_uses_and_records_its_options(tiny_vit, method):
+    x = torch.randn(1, 3, 32, 48)
+    options = MixOptions(alpha=0.2, fusion="max", discard_ratio=0.3, first_block=1)
+    rel = class_relevance(tiny_vit, x, 1, method, start=2, options=options)
+    assert rel.options == options and rel.start == 2
+    A, G, _, _ = attention_gradients(tiny_vit, x, 1)
+    np.testing.assert_allclose(rel.values, relevance_row(A, G, 2, method, options=options), atol=1e-12)
+    assert class_relevance(tiny_vit, x, 1, method).options is DEFAULT_OPTIONS
