@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import struct
+import threading
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -153,7 +154,18 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+# torch keeps the safe_globals allowance in one process-wide set that every exit of the context
+# clears, so two overlapping loads (the model browser's detection beside the session's load) could
+# take the allowance away from each other: loads of pickle-based files go one at a time.
+_TORCH_LOAD_LOCK = threading.Lock()
+
+
 def _load_torch(p: Path) -> Any:
+    with _TORCH_LOAD_LOCK:
+        return _load_torch_unlocked(p)
+
+
+def _load_torch_unlocked(p: Path) -> Any:
     try:
         # argparse.Namespace holds training arguments in DeiT/DINO/timm training checkpoints; it
         # is a plain attribute bag (unpickling it only sets attributes), so it is allowed too.
