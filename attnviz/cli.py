@@ -1,6 +1,7 @@
 """The ``attnviz`` command: the desktop app by default, and headless sub-commands.
 
-  attnviz [--model PATH] [--image PATH]         open the app (Qt is imported only here)
+  attnviz [IMAGE] [--model PATH] [--image PATH] [--device D] [--dtype T]   the app (Qt is imported only here)
+  attnviz --version
   attnviz dump --model PATH (--image P | --tensor P.npy) --out P.npz [--device D] [--dtype T] [--analysis]
   attnviz make-faces --out DIR [--n N] [--seed S] [--size PX]   sample images of the demo dataset
   attnviz train-demo [--only NAME ...] [--out models]           retrain the shipped demo models
@@ -29,9 +30,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="attnviz", description="See how Vision Transformers attend.")
-    parser.add_argument("--model", help="checkpoint to open in the app")
-    parser.add_argument("--image", help="image to open in the app")
+    parser.add_argument("--version", action="version", version=f"attnviz {__version__}")
+    parser.add_argument("--model", help="checkpoint to open in the app (default: the faces-vit demo)")
+    parser.add_argument("--image", help="image to open in the app (default: a sample face)")
+    parser.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16")
     sub = parser.add_subparsers(dest="command")
 
     dump = sub.add_parser("dump", help="write logits and every block's attention to an .npz file")
@@ -138,11 +144,42 @@ def run_train_demo(args: argparse.Namespace) -> None:
 def run_gui(args: argparse.Namespace) -> int:
     from .qt.app import run_app
 
-    return run_app(model=args.model, image=args.image)
+    return run_app(model=args.model, image=args.image, device=args.device, dtype=args.dtype)
+
+
+SUBCOMMANDS = ("dump", "make-faces", "train-demo")
+
+
+APP_OPTIONS_WITH_VALUES = ("--model", "--image", "--device", "--dtype")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; for the app (no sub-command) one bare path is the image:
+    `attnviz IMAGE`, `attnviz --model M IMAGE`."""
+    if any(a in SUBCOMMANDS for a in argv):
+        return parser.parse_args(argv)
+    rest, bare, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in APP_OPTIONS_WITH_VALUES and i + 1 < len(argv):
+            rest += [a, argv[i + 1]]
+            i += 2
+            continue
+        (rest if a.startswith("-") else bare).append(a)
+        i += 1
+    if len(bare) > 1:
+        parser.error(f"unrecognized arguments: {' '.join(bare[1:])} (the app takes one image)")
+    args = parser.parse_args(rest)
+    if bare:
+        if args.image:
+            parser.error(f"two images given: {bare[0]} and --image {args.image}")
+        args.image = bare[0]
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(build_parser(), argv)
     if args.command is None:
         return run_gui(args)
     handlers = {"dump": run_dump, "make-faces": run_make_faces, "train-demo": run_train_demo}

@@ -1,163 +1,455 @@
-"""Main window: the network's input with the attention of the chosen query overlaid, the block/head
-controls, and the top predictions. All numbers come from the session (and so from attnviz.analysis).
+"""The workspace: docked panels over one session, menus, keys, recent files, drag and drop, layout memory.
+
+Every panel follows ``session.view``; the window only wires actions to the view state and to the
+session's requests. Shortcuts live on actions (not widgets) so they work whichever panel has focus.
 """
 from __future__ import annotations
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QLabel, QListWidget, QMainWindow,
-                               QPushButton, QSlider, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
+                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from ..session import Session
-from ..session.state import HEAD_FUSIONS
+from ..session.shown import head_name
+from ..session.view_state import METHOD_NAMES, METHODS
+from .panels.heads_panel import HeadsPanel
+from .panels.image_panel import ImagePanel, select_data
+from .panels.maps_panel import MapsPanel
+from .panels.model_panel import ModelPanel
+from .panels.predictions_panel import PredictionsPanel
+from .model_browser import ModelBrowser
+from .routing import route
 
-MODEL_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin *.ckpt);;All files (*)"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "models"
+
+MODEL_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin *.ckpt *.json);;All files (*)"
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
+LAYOUT_VERSION = 3  # bump when the set or names of docks change, so an old layout is not restored
+MAX_RECENT = 10
 
 
-class AttentionView(pg.GraphicsLayoutWidget):
-    """The network input with an attention heat map on top; a click picks the query patch."""
+class ErrorBanner(QWidget):
+    """The latest failure, in the window until dismissed (or the next load succeeds); 'All' reads back the list."""
 
-    def __init__(self, on_click):
+    def __init__(self, session: Session, show_all):
         super().__init__()
-        self.vb = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
-        self.image = pg.ImageItem()
-        self.overlay = pg.ImageItem()
-        self.overlay.setOpacity(0.6)
-        self.overlay.setLookupTable(pg.colormap.get("inferno").getLookupTable(nPts=256))
-        self.marker = pg.ScatterPlotItem(size=10, pen=pg.mkPen("c", width=2), brush=None, symbol="s")
-        for item in (self.image, self.overlay, self.marker):
-            self.vb.addItem(item)
-        self._on_click = on_click
-        self.scene().sigMouseClicked.connect(self._clicked)
+        self.session = session
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(8, 4, 8, 4)
+        self.text = QLabel("")
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.all = QPushButton("All messages")
+        self.all.clicked.connect(show_all)
+        self.dismiss = QPushButton("Dismiss")
+        self.dismiss.clicked.connect(session.dismiss_errors)
+        self.retry_cpu = QPushButton("Retry on the CPU")
+        self.retry_cpu.setToolTip("The GPU ran out of memory: load the model on the CPU instead")
+        self.retry_cpu.clicked.connect(lambda: (session.dismiss_errors(), session.reload(device="cpu")))
+        lay.addWidget(self.text, 1)
+        lay.addWidget(self.retry_cpu)
+        lay.addWidget(self.all)
+        lay.addWidget(self.dismiss)
+        self.setStyleSheet("background:#6b1d1d;color:#ffe3e3")
+        self.setVisible(False)
+        session.errors_changed.connect(self.update_text)
 
-    def show_input(self, img: np.ndarray) -> None:
-        self.image.setImage(img)
-        self.vb.autoRange(padding=0)
-
-    def show_map(self, heat: np.ndarray | None, marker: tuple[float, float] | None) -> None:
-        if heat is None:
-            self.overlay.clear()
-        else:
-            lo, hi = float(np.min(heat)), float(np.max(heat))
-            self.overlay.setImage(heat, levels=(lo, hi if hi > lo else lo + 1))
-        self.marker.setData([] if marker is None else [{"pos": marker}])
-
-    def _clicked(self, ev) -> None:
-        p = self.vb.mapSceneToView(ev.scenePos())
-        self._on_click(p.y(), p.x())
+    def update_text(self) -> None:
+        errs = self.session.errors
+        self.setVisible(bool(errs))
+        if errs:
+            more = f" ({len(errs)} messages)" if len(errs) > 1 else ""
+            self.text.setText(f"⚠ {errs[-1].message}{more}")
+        self.retry_cpu.setVisible(bool(errs) and "out of memory" in errs[-1].message)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, session: Session):
+    def __init__(self, session: Session, settings: Optional[QSettings] = None):
         super().__init__()
         self.session = session
-        self.setWindowTitle("attnviz")
-        self.resize(1000, 640)
-        self.view = AttentionView(self._pick_pixel)
-
-        self.block = QSlider(Qt.Orientation.Horizontal)
-        self.block.valueChanged.connect(lambda v: session.set_view(block=v))
-        self.block_label = QLabel("–")
-        self.head = QComboBox()
-        self.head.activated.connect(self._head_chosen)
-        self.query_label = QLabel("–")
-        self.reset_query = QPushButton("Reset query (class token / centre patch)")
-        self.reset_query.clicked.connect(lambda: session.set_view(query=None))
-        self.preds = QListWidget()
-        self.info = QLabel("Open a model and an image (File menu).")
-        self.info.setWordWrap(True)
-
-        form = QFormLayout()
-        form.addRow("Block", self.block)
-        form.addRow("", self.block_label)
-        form.addRow("Head", self.head)
-        form.addRow("Query", self.query_label)
-        form.addRow("", self.reset_query)
-        side = QWidget()
-        lay = QVBoxLayout(side)
-        lay.addWidget(self.info)
-        lay.addLayout(form)
-        lay.addWidget(QLabel("Top predictions"))
-        lay.addWidget(self.preds)
-        split = QSplitter()
-        split.addWidget(self.view)
-        split.addWidget(side)
-        split.setStretchFactor(0, 3)
-        self.setCentralWidget(split)
+        self.settings = settings or QSettings("attnviz", "attnviz")
+        self.error_log: list[str] = []
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.resize(1480, 900)
+        self.panels = {"image": ImagePanel(session), "heads": HeadsPanel(session), "maps": MapsPanel(session),
+                       "predictions": PredictionsPanel(session), "model": ModelPanel(session)}
+        self.docks: dict[str, QDockWidget] = {}
+        self.browser = ModelBrowser(self.settings, DEMO_DIR, synchronous=session.worker.synchronous)
+        self.browser.sigOpen.connect(session.open_model)
+        self._controls()
+        self._docks()
         self._menus()
+        self._status()
+        self._default_state = self.saveState(LAYOUT_VERSION)
+        self._restore_layout()
+        session.captured.connect(self._captured)
+        session.busy.connect(self._busy)
+        session.error.connect(self._error)
+        session.model_loaded.connect(lambda: self._remember("recent/models", session.doc.model_path))
+        session.image_loaded.connect(lambda: self._remember("recent/images", session.doc.image_path))
+        for name in ("block", "head", "query", "method"):
+            session.view.signal(name).connect(lambda *_: self._view_changed())
+        self._update_title()
 
-        session.subscribe("model", self._model_changed)
-        session.subscribe("capture", self._capture_changed)
-        session.subscribe("view", self._view_changed)
-        session.subscribe("error", self._error)
-        session.subscribe("busy", lambda: self.statusBar().showMessage("Working…", 2000))
+    # -- building ---------------------------------------------------------------------------------
+    def _controls(self) -> None:
+        v = self.session.view
+        tb = QToolBar("Selection")
+        tb.setObjectName("toolbar-selection")
+        self.addToolBar(tb)
+        self.block = QSlider(Qt.Orientation.Horizontal)
+        self.block.setMinimumWidth(220)
+        self.block.setToolTip("Block (↑/↓, Home/End)")
+        self.block.valueChanged.connect(lambda b: setattr(v, "block", b))
+        self.block_label = QLabel("block –")
+        self.block_label.setMinimumWidth(260)
+        self.head = QComboBox()
+        self.head.setMinimumContentsLength(12)
+        self.head.setToolTip("Head, or how heads are fused (←/→)")
+        self.head.activated.connect(lambda _i: setattr(v, "head", self.head.currentData()))
+        self.method = QComboBox()
+        for m in METHODS:
+            self.method.addItem(METHOD_NAMES[m], m)
+        self.method.setToolTip("Map shown in the Image panel")
+        self.method.activated.connect(lambda _i: setattr(v, "method", self.method.currentData()))
+        self.query_label = QLabel("query –")
+        self.reset_query = QPushButton("Reset query")
+        self.reset_query.setToolTip("Back to the model's default query: the class token, or the centre patch "
+                                    "for models without one (Swin). Esc")
+        self.reset_query.clicked.connect(self.session.reset_query)
+        for w in (QLabel(" Block "), self.block, self.block_label, QLabel(" Head "), self.head,
+                  QLabel(" Map "), self.method, QLabel("  "), self.query_label, self.reset_query):
+            tb.addWidget(w)
+        self.banner = ErrorBanner(self.session, self.show_messages)
+        holder = QWidget()
+        lay = QVBoxLayout(holder)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.banner)
+        holder.setMaximumHeight(80)
+        self.setCentralWidget(holder)
+
+    def _docks(self) -> None:
+        areas = {"image": Qt.DockWidgetArea.LeftDockWidgetArea, "heads": Qt.DockWidgetArea.RightDockWidgetArea,
+                 "maps": Qt.DockWidgetArea.RightDockWidgetArea, "predictions": Qt.DockWidgetArea.LeftDockWidgetArea,
+                 "model": Qt.DockWidgetArea.LeftDockWidgetArea}
+        for name, panel in self.panels.items():
+            d = QDockWidget(panel.title, self)
+            d.setObjectName(f"dock-{name}")
+            if name == "model":  # a long form: scroll rather than forcing the docks beside it to shrink
+                scroll = QScrollArea()
+                scroll.setWidgetResizable(True)
+                scroll.setWidget(panel)
+                d.setWidget(scroll)
+            else:
+                d.setWidget(panel)
+            d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetMovable
+                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+            self.addDockWidget(areas[name], d)
+            self.docks[name] = d
+        d = QDockWidget("Model browser", self)
+        d.setObjectName("dock-browser")
+        d.setWidget(self.browser)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d)
+        self.docks["browser"] = d
+        self.tabifyDockWidget(self.docks["predictions"], self.docks["model"])
+        self.tabifyDockWidget(self.docks["model"], d)
+        self.docks["predictions"].raise_()
+        self._sized = False
+
+    def _default_sizes(self) -> None:
+        """The default split: the image large on the left, heads above maps on the right."""
+        w, h = max(self.width(), 800), max(self.height(), 600)
+        self.resizeDocks([self.docks["image"], self.docks["heads"]], [int(w * 0.5), int(w * 0.5)],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["image"], self.docks["predictions"]], [int(h * 0.68), int(h * 0.25)],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["heads"], self.docks["maps"]], [int(h * 0.45), int(h * 0.5)],
+                         Qt.Orientation.Vertical)
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        if not self._sized:
+            self._sized = True
+            if not self._restored:
+                QTimer.singleShot(0, self._default_sizes)  # once the docks have been laid out
+
+    def _action(self, menu, text: str, slot, key=None, checkable: bool = False) -> QAction:
+        act = QAction(text, self)
+        if key is not None:
+            act.setShortcuts(key if isinstance(key, list) else [QKeySequence(key)])
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        act.setCheckable(checkable)
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
 
     def _menus(self) -> None:
-        m = self.menuBar().addMenu("&File")
-        for text, slot, key in (("Open &model…", self.open_model_dialog, "Ctrl+M"),
-                                ("Open &image…", self.open_image_dialog, QKeySequence.StandardKey.Open),
-                                ("&Quit", self.close, QKeySequence.StandardKey.Quit)):
-            act = QAction(text, self)
-            act.setShortcut(key)
-            act.triggered.connect(slot)
-            m.addAction(act)
+        s, v = self.session, self.session.view
+        f = self.menuBar().addMenu("&File")
+        self._action(f, "Open &model…", self.open_model_dialog, "Ctrl+M")
+        self._action(f, "Open &image…", self.open_image_dialog, QKeySequence.StandardKey.Open)
+        self._action(f, "&Browse models…", self.show_browser, "Ctrl+B")
+        self.recent_models = f.addMenu("Recent models")
+        self.recent_images = f.addMenu("Recent images")
+        self._action(f, "Clear recent", self.clear_recent)
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self._fill_recent()
+
+        nav = self.menuBar().addMenu("&Navigate")
+        self._action(nav, "Next block", lambda: setattr(v, "block", v.block + 1), "Down")
+        self._action(nav, "Previous block", lambda: setattr(v, "block", v.block - 1), "Up")
+        self._action(nav, "First block", lambda: setattr(v, "block", 0), "Home")
+        self._action(nav, "Last block", lambda: setattr(v, "block", v.limits.num_blocks - 1), "End")
+        self._action(nav, "Next head", lambda: v.step_head(+1), "Right")
+        self._action(nav, "Previous head", lambda: v.step_head(-1), "Left")
+        self._action(nav, "Reset query", s.reset_query, "Escape")
+        for text, d, key in (("Query up", (-1, 0), "Shift+Up"), ("Query down", (1, 0), "Shift+Down"),
+                             ("Query left", (0, -1), "Shift+Left"), ("Query right", (0, 1), "Shift+Right")):
+            self._action(nav, text, lambda _c=False, d=d: s.move_query(*d), key)
+
+        view = self.menuBar().addMenu("&View")
+        for d in self.docks.values():
+            view.addAction(d.toggleViewAction())
+        view.addSeparator()
+        self._action(view, "Reset layout", self.reset_layout)
+        self._action(view, "Full screen", self.toggle_full_screen, "F11")
+        self._action(view, "Larger text", lambda: self.zoom_text(+1), [QKeySequence("Ctrl+="), QKeySequence("Ctrl++")])
+        self._action(view, "Smaller text", lambda: self.zoom_text(-1), "Ctrl+-")
+
+        h = self.menuBar().addMenu("&Help")
+        self._action(h, "Messages…", self.show_messages)
+        self._action(h, "&About attnviz", self.about)
+
+    def _status(self) -> None:
+        """The view summary, and a busy bar with Cancel while the worker loads, runs or computes."""
+        self.status = QLabel("")
+        self.work = QProgressBar()
+        self.work.setMaximumWidth(180)
+        self.work.setRange(0, 0)
+        self.work_cancel = QPushButton("Cancel")
+        self.work_cancel.setToolTip("Stop what is running; the app keeps what it had")
+        self.work_cancel.clicked.connect(self.cancel_work)
+        for w in (self.work, self.work_cancel):
+            w.setVisible(False)
+            self.statusBar().addPermanentWidget(w)
+        self.statusBar().addPermanentWidget(self.status)
+        p = self.session.products
+        p.started.connect(lambda name: self._working(True))
+        p.ready.connect(lambda name: self._working(None))
+
+    def _working(self, on: Optional[bool]) -> None:
+        """Show the busy bar (on=True), hide it (False), or show it while anything is still pending (None)."""
+        if on is None:
+            on = self.session.pending is not None or self.session.worker.busy()
+        self.work.setVisible(on)
+        self.work_cancel.setVisible(on)
+
+    def cancel_work(self) -> None:
+        self.session.cancel()
+        self._working(False)
+        self.statusBar().showMessage("Cancelled", 4000)
+
+    # -- layout memory ----------------------------------------------------------------------------
+    def _restore_layout(self) -> None:
+        st = self.settings
+        self._restored = False
+        if int(st.value("layout/version", 0) or 0) != LAYOUT_VERSION:
+            return
+        geo = st.value("layout/geometry")
+        state = st.value("layout/state")
+        if isinstance(geo, QByteArray):
+            self.restoreGeometry(geo)
+        if isinstance(state, QByteArray):
+            self._restored = self.restoreState(state, LAYOUT_VERSION)
+
+    def save_layout(self) -> None:
+        st = self.settings
+        st.setValue("layout/version", LAYOUT_VERSION)
+        st.setValue("layout/geometry", self.saveGeometry())
+        st.setValue("layout/state", self.saveState(LAYOUT_VERSION))
+        st.sync()
+
+    def reset_layout(self) -> None:
+        for d in self.docks.values():
+            d.setFloating(False)
+            d.show()
+        self.restoreState(self._default_state, LAYOUT_VERSION)  # the docks as built, before any restore
+        self._default_sizes()
+
+    def closeEvent(self, ev) -> None:
+        self.save_layout()
+        self.browser.shutdown()
+        super().closeEvent(ev)
+
+    # -- files ------------------------------------------------------------------------------------
+    def _last_dir(self, key: str) -> str:
+        return str(self.settings.value(f"dirs/{key}", "") or "")
 
     def open_model_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", "", MODEL_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", self._last_dir("model"), MODEL_FILTER)
         if path:
+            self.settings.setValue("dirs/model", str(Path(path).parent))
             self.session.open_model(path)
 
     def open_image_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", "", IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir("image"), IMAGE_FILTER)
         if path:
+            self.settings.setValue("dirs/image", str(Path(path).parent))
             self.session.open_image(path)
 
-    # -- session -> widgets ------------------------------------------------------------------------
-    def _model_changed(self) -> None:
-        info = self.session.model.info
-        self.info.setText(f"<b>{info.name or info.path}</b><br>{info.family} · {info.source_format} · "
-                          f"{self.session.model.device} · input {info.preprocess.input_size[0]}×"
-                          f"{info.preprocess.input_size[1]}")
-        self.statusBar().showMessage(f"Loaded {self.session.model_path}", 5000)
+    def show_browser(self) -> None:
+        d = self.docks["browser"]
+        d.show()
+        d.raise_()
 
-    def _capture_changed(self) -> None:
-        cap = self.session.capture
+    def recent(self, key: str) -> list[str]:
+        val = self.settings.value(key, [])
+        if isinstance(val, str):
+            val = [val]
+        return [str(p) for p in (val or [])]
+
+    def _remember(self, key: str, path: Optional[str]) -> None:
+        if not path:
+            return
+        items = [path] + [p for p in self.recent(key) if p != path]
+        self.settings.setValue(key, items[:MAX_RECENT])
+        self._fill_recent()
+        self._update_title()
+
+    def clear_recent(self) -> None:
+        self.settings.setValue("recent/models", [])
+        self.settings.setValue("recent/images", [])
+        self._fill_recent()
+
+    def _fill_recent(self) -> None:
+        for menu, key, opener in ((self.recent_models, "recent/models", self.session.open_model),
+                                  (self.recent_images, "recent/images", self.session.open_image)):
+            menu.clear()
+            items = self.recent(key)
+            for p in items:
+                act = menu.addAction(p)
+                act.triggered.connect(lambda _c=False, p=p, o=opener: o(p))
+            if not items:
+                menu.addAction("(none)").setEnabled(False)
+
+    def dragEnterEvent(self, ev) -> None:
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev) -> None:
+        for url in ev.mimeData().urls():
+            self.open_path(url.toLocalFile())
+        ev.acceptProposedAction()
+
+    def open_path(self, path: str) -> None:
+        """Open a dropped (or given) path as what it is: a checkpoint file/folder or an image."""
+        kind = route(path)
+        if kind == "model":
+            self.session.open_model(path)
+        elif kind == "image":
+            self.session.open_image(path)
+        else:
+            self.session._fail(ValueError(f"{path}: neither an image nor a checkpoint attnviz can read"))
+
+    # -- session -> window ------------------------------------------------------------------------
+    def _busy(self, what: str) -> None:
+        self.statusBar().showMessage(f"{what[:1].upper()}{what[1:]}…")
+        self._working(True)
+
+    def _error(self, msg: str) -> None:
+        self._working(None)
+        self.error_log.append(msg)
+        self.statusBar().showMessage(f"Error: {msg}", 8000)
+
+    def _captured(self) -> None:
+        cap, v = self.session.capture, self.session.view
         self.block.blockSignals(True)
         self.block.setRange(0, len(cap.blocks) - 1)
-        self.block.setValue(self.session.block)
+        self.block.setValue(v.block)
         self.block.blockSignals(False)
-        self.view.show_input(self.session.input_image)
-        self.preds.clear()
-        preds = self.session.top_predictions(5)
-        self.preds.addItems([f"{p * 100:5.1f}%  {name}" for name, p in preds] or ["(no classifier head)"])
+        self.statusBar().clearMessage()
+        self.session.products.request("stats")
+        self._working(None)
+        self._view_changed()
+        self._update_title()
 
     def _view_changed(self) -> None:
-        s = self.session
-        if s.capture is None:
+        s, v = self.session, self.session.view
+        cap = s.capture
+        if cap is None:
             return
-        b = s.capture.blocks[s.block]
-        where = f"block {b.index}" + (f" · stage {b.stage} · window {b.window_size} · shift {b.shift_size}"
-                                      if s.capture.family == "swin" else "")
+        b = cap.blocks[v.block]
+        self.block.blockSignals(True)
+        self.block.setValue(v.block)
+        self.block.blockSignals(False)
+        where = f"block {v.block} / {len(cap.blocks) - 1}"
+        if cap.family == "swin":
+            where += f" · stage {b.stage} · window {b.window_size} · shift {b.shift_size}"
         self.block_label.setText(where)
-        items = list(HEAD_FUSIONS) + [f"head {h}" for h in range(b.num_heads)]
         self.head.blockSignals(True)
         self.head.clear()
-        self.head.addItems(items)
-        self.head.setCurrentIndex(items.index(s.head) if isinstance(s.head, str) else len(HEAD_FUSIONS) + s.head)
+        for h in range(b.num_heads):
+            self.head.addItem(f"head {h}", h)
+        for fusion in ("mean", "max", "min"):
+            self.head.addItem(f"{fusion} of heads", fusion)
+        select_data(self.head, v.head)
         self.head.blockSignals(False)
-        heat, marker, label = s.current_map()
-        self.query_label.setText(label)
-        self.view.show_map(heat, marker)
+        select_data(self.method, v.method)
+        g = s.geometry
+        ql = v.query.label(list(g.prefix_names))
+        self.query_label.setText(f"Query: {ql}")
+        self.status.setText(f"block {v.block} · {head_name(v.head)} · query {ql} · {METHOD_NAMES[v.method]} · "
+                            f"{s.model.device}")
 
-    def _head_chosen(self, i: int) -> None:
-        self.session.set_view(head=HEAD_FUSIONS[i] if i < len(HEAD_FUSIONS) else i - len(HEAD_FUSIONS))
+    def _update_title(self) -> None:
+        s = self.session
+        if s.capture is None or s.model is None:
+            self.setWindowTitle("attnviz")
+            return
+        model = s.model.info.name or Path(s.doc.model_path or "").name
+        image = Path(s.doc.image_path or "").name
+        self.setWindowTitle(f"attnviz — {model} — {image}")
 
-    def _pick_pixel(self, y: float, x: float) -> None:
-        self.session.pick_pixel(y, x)
+    def flush(self) -> None:
+        """Repaint every panel that has pending changes (tests and benchmarks)."""
+        for p in self.panels.values():
+            p.flush()
 
-    def _error(self) -> None:
-        self.statusBar().showMessage(f"Error: {self.session.last_error}")
-        self.info.setText(f"<span style='color:#c33'>{self.session.last_error}</span>")
+    # -- presenting ---------------------------------------------------------------------------------
+    def toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    def zoom_text(self, step: int) -> None:
+        f = self.font()
+        size = max(7.0, min(28.0, (f.pointSizeF() if f.pointSizeF() > 0 else 10.0) + step))
+        f.setPointSizeF(size)
+        self.setFont(f)
+        for p in self.panels.values():
+            p.setFont(f)
+
+    def show_messages(self) -> None:
+        d = QDialog(self)
+        d.setWindowTitle("Messages")
+        lay = QVBoxLayout(d)
+        lst = QListWidget()
+        lst.addItems(self.error_log or ["No messages."])
+        lay.addWidget(lst)
+        ok = QPushButton("Close")
+        ok.clicked.connect(d.accept)
+        lay.addWidget(ok)
+        d.resize(640, 320)
+        d.exec()
+
+    def about(self) -> None:
+        from .. import __version__
+        from .about import device_summary
+
+        QMessageBox.about(self, "About attnviz", f"<b>attnviz {__version__}</b><br>See how Vision Transformers "
+                          f"attend.<br><br>{device_summary(self.session)}")
+

@@ -1,5 +1,9 @@
-"""Typed application state and the one worker that owns the model; no Qt here."""
-from .state import Session
-from .worker import Worker
+"""Typed application state, derived products and the one worker that owns the model; no Qt here."""
+from .products import PRODUCTS, Products, Unavailable
+from .query import Geometry, Patch, Prefix, Query
+from .state import Document, Session
+from .view_state import Limits, ViewState
+from .worker import Job, Worker
 
-__all__ = ["Session", "Worker"]
+__all__ = ["Document", "Geometry", "Job", "Limits", "PRODUCTS", "Patch", "Prefix", "Products", "Query",
+           "Session", "Unavailable", "ViewState", "Worker"]

@@ -1,160 +1,264 @@
-"""The app's state as plain Python: which model and image are loaded, the cached capture, and what
-the user is looking at (block, head, query token). Views subscribe to named changes.
+"""The app's state as plain Python (no Qt): the document (model, image, capture and what the capture
+depends on), the evented view state every panel follows, and the cache of derived products.
 
-Switching block, head or query never re-runs the model: it only changes what is read from the
-cached capture.
+The document changes only through requests run on the worker (load a model, decode an image, run the
+capture); each change is announced by a psygnal signal. The view (block, head, query, method, colours,
+...) lives in :class:`~attnviz.session.view_state.ViewState`; changing it never reruns the model, it
+only changes which cached product a panel reads.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any, Callable, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
+from psygnal import Signal
 
-from ..model import LoadedModel
-from ..nets import Capture
+from .products import Context, Products
+from .query import Geometry, Patch, clamp_query, default_query, pixel_to_patch, remap_query
+from .view_state import Limits, ViewState
 from .worker import Worker
 
-HEAD_FUSIONS = ("mean", "max", "min")
+
+@dataclass
+class Document:
+    """What is loaded, and everything the capture depends on."""
+
+    model: Any = None  # attnviz.model.LoadedModel
+    model_path: Optional[str] = None
+    load_seconds: float = 0.0  # how long the last model load took
+    image: Any = None  # the decoded RGB image (PIL), kept so a new model needs no re-decode
+    image_path: Optional[str] = None
+    input_image: Optional[np.ndarray] = None  # (h, w, 3) uint8: the network's exact input
+    x: Any = None  # (1, 3, H, W) float32 preprocessed input on the CPU (relevance reruns it)
+    capture: Any = None  # attnviz.nets.Capture of (model, image, img_size, use_pos_embed)
+    img_size: Optional[int] = None  # input size asked for (None: the checkpoint's own)
+    use_pos_embed: bool = True  # an argument of the capture (the scramble lesson switches it off)
+    device: Optional[str] = None  # 'auto' / None, 'cpu', 'cuda:N', 'mps'
+    dtype: Optional[str] = None  # 'fp32' / None, 'fp16', 'bf16'
+    geometry: Optional[Geometry] = None
+
+
+@dataclass
+class ErrorNote:
+    message: str
+    when: float = field(default_factory=time.time)
 
 
 class Session:
-    """Observable state. Events: 'busy' (a request started), 'model', 'image', 'capture', 'view', 'error'."""
+    """Signals: ``busy(str)`` what is being done (panels show they are out of date), ``model_loaded``,
+    ``image_loaded``, ``captured`` (a new capture: every product is new), ``cancelled`` (the user stopped the work), ``error(str)`` (also kept in
+    ``errors`` until dismissed or the next load succeeds)."""
 
-    def __init__(self, worker: Optional[Worker] = None, device: Optional[str] = None):
+    busy = Signal(str)
+    model_loaded = Signal()
+    image_loaded = Signal()
+    captured = Signal()
+    error = Signal(str)
+    errors_changed = Signal()
+    cancelled = Signal()
+
+    def __init__(self, worker: Optional[Worker] = None, device: Optional[str] = None, dtype: Optional[str] = None):
         self.worker = worker or Worker()
-        self.device = device
-        self.model: Optional[LoadedModel] = None
-        self.model_path: Optional[str] = None
-        self.image: Any = None  # the decoded RGB image (PIL), kept so a new model needs no re-decode
-        self.image_path: Optional[str] = None
-        self.input_image: Optional[np.ndarray] = None  # (h, w, 3) uint8: the network's exact input
-        self.capture: Optional[Capture] = None
-        self.block: int = 0  # index into capture.blocks
-        self.head: int | str = "mean"  # a head index or one of HEAD_FUSIONS
-        # Query patch (row, col) on the input patch grid; None = the first prefix token (ViT) or the
-        # centre patch (Swin, and ViTs without prefix tokens).
-        self.query: Optional[tuple[int, int]] = None
-        self.last_error: Optional[str] = None
-        self._listeners: dict[str, list[Callable[[], None]]] = defaultdict(list)
+        self.view = ViewState()
+        self.products = Products(self.worker, self.view)
+        self.doc = Document(device=device, dtype=dtype)
+        self.errors: list[ErrorNote] = []
+        self.pending: Optional[str] = None  # what is coming while the panels are out of date
+        self._ident = 0
 
-    # -- events -------------------------------------------------------------------------------
-    def subscribe(self, event: str, fn: Callable[[], None]) -> None:
-        self._listeners[event].append(fn)
+    # -- convenient read-only views of the document -------------------------------------------------
+    @property
+    def model(self):
+        return self.doc.model
 
-    def _emit(self, event: str) -> None:
-        for fn in list(self._listeners[event]):
-            fn()
+    @property
+    def capture(self):
+        return self.doc.capture
 
-    def _fail(self, e: Exception) -> None:
-        self.last_error = " ".join(str(e).split()) or type(e).__name__
-        self._emit("error")
+    @property
+    def geometry(self) -> Optional[Geometry]:
+        return self.doc.geometry
 
-    # -- requests (run on the worker) --------------------------------------------------------------
-    def open_model(self, path: str) -> None:
+    # -- errors -------------------------------------------------------------------------------------
+    @property
+    def last_error(self) -> Optional[str]:
+        return self.errors[-1].message if self.errors else None
+
+    def _fail(self, e: BaseException) -> None:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        if _is_out_of_memory(e):
+            msg += " — the GPU ran out of memory; choose the CPU in the Model panel to retry there"
+        self.pending = None
+        self.errors.append(ErrorNote(msg))
+        self.error.emit(msg)
+        self.errors_changed.emit()
+
+    def dismiss_errors(self) -> None:
+        if self.errors:
+            self.errors.clear()
+            self.errors_changed.emit()
+
+    def _succeeded(self) -> None:
+        self.dismiss_errors()
+
+    def _start(self, what: str) -> None:
+        self.pending = what
+        self.busy.emit(what)
+
+    # -- requests (run on the worker) ---------------------------------------------------------------
+    def open_model(self, path: str, img_size: Optional[int] = None) -> None:
+        """Load a checkpoint on the worker; the previous model stays until the new one has loaded."""
         from ..model import load_model
 
-        self._emit("busy")
-        self.worker.submit("model", lambda: load_model(path, device=self.device),
-                           lambda m: self._model_loaded(path, m), self._fail)
+        doc = self.doc
+        device, dtype = doc.device, doc.dtype
+        self._start(f"loading {_short(path)}")
 
-    def _model_loaded(self, path: str, model: LoadedModel) -> None:
-        self.model, self.model_path, self.last_error = model, path, None
-        self._emit("model")
-        if self.image is not None:
+        def work():
+            t0 = time.perf_counter()
+            m = load_model(path, device=device, dtype=dtype, img_size=img_size)
+            return m, time.perf_counter() - t0
+
+        self.worker.submit("model", work, lambda r: self._model_loaded(path, img_size, *r), self._fail)
+
+    def _model_loaded(self, path: str, img_size: Optional[int], model, seconds: float) -> None:
+        self.doc.model, self.doc.model_path, self.doc.load_seconds = model, path, seconds
+        self.doc.img_size = img_size
+        self._succeeded()
+        self.model_loaded.emit()
+        if self.doc.image is not None:
             self._run()
+        else:
+            self.pending = None
+
+    def reload(self, device: Optional[str] = None, dtype: Optional[str] = None, img_size: Any = "keep") -> None:
+        """Load the current checkpoint again on another device / dtype / input size."""
+        if device is not None:
+            self.doc.device = device
+        if dtype is not None:
+            self.doc.dtype = dtype
+        if self.doc.model_path:
+            self.open_model(self.doc.model_path, self.doc.img_size if img_size == "keep" else img_size)
 
     def open_image(self, path: str) -> None:
         from ..images import load_image
 
-        self._emit("busy")
+        self._start(f"opening {_short(path)}")
         self.worker.submit("image", lambda: load_image(path), lambda img: self._image_loaded(path, img), self._fail)
 
     def _image_loaded(self, path: str, img: Any) -> None:
-        self.image, self.image_path, self.last_error = img, path, None
-        self._emit("image")
-        if self.model is not None:
+        self.doc.image, self.doc.image_path = img, path
+        self._succeeded()
+        self.image_loaded.emit()
+        if self.doc.model is not None:
             self._run()
+        else:
+            self.pending = None
+
+    def set_use_pos_embed(self, on: bool) -> None:
+        """Capture with or without the position embedding (an argument of the capture, never a flag on the net)."""
+        if bool(on) != self.doc.use_pos_embed:
+            self.doc.use_pos_embed = bool(on)
+            if self.doc.model is not None and self.doc.image is not None:
+                self._run()
 
     def _run(self) -> None:
         from ..images import denormalize, preprocess
 
-        model, img = self.model, self.image
+        model, img, use_pe = self.doc.model, self.doc.image, self.doc.use_pos_embed
+        self._start(f"running {model.info.name or _short(self.doc.model_path or '')}")
 
         def work():
-            x = preprocess(img, model.info.preprocess)
-            return denormalize(x, model.info.preprocess), model.capture(x)
+            x = preprocess(img, model.info.preprocess)  # (3, H, W)
+            kwargs = {} if use_pe else {"use_pos_embed": False}
+            cap = model.capture(x, **kwargs)
+            return denormalize(x, model.info.preprocess), x.unsqueeze(0), cap
 
         self.worker.submit("capture", work, self._captured, self._fail)
 
-    def _captured(self, result: tuple[np.ndarray, Capture]) -> None:
-        self.input_image, self.capture = result
-        self.block = min(self.block, len(self.capture.blocks) - 1)
-        if isinstance(self.head, int) and self.head >= self.capture.blocks[self.block].num_heads:
-            self.head = "mean"
-        self._emit("capture")
-        self._emit("view")
+    def _captured(self, result) -> None:
+        input_image, x, cap = result
+        old = self.doc.geometry
+        new = Geometry.of(cap)
+        doc = self.doc
+        doc.input_image, doc.x, doc.capture, doc.geometry = input_image, x, cap, new
+        self._ident += 1
+        self.products.set_context(Context(cap, doc.model, x, new, doc.use_pos_embed, self._ident))
+        view = self.view
+        num_classes = 0 if cap.logits is None else int(cap.logits.shape[-1])
+        limits = Limits(len(cap.blocks), tuple(int(b.num_heads) for b in cap.blocks), new, num_classes)
+        q = view.query
+        if old is None or q == default_query(old):
+            q = default_query(new)
+        elif old != new:
+            q = remap_query(q, old, new)
+        with view.batch():
+            view.set_limits(limits)
+            view.query = q
+            if view.hover is not None:
+                view.hover = None
+        self.pending = None
+        self.captured.emit()
 
-    # -- what is looked at (no model run) -----------------------------------------------------------
-    _KEEP = object()
+    def cancel(self) -> None:
+        """Stop every running request (a load's result is dropped; the app keeps what it had)."""
+        self.worker.cancel()
+        self.products.set_context(self.products.context)
+        self.pending = None
+        self.cancelled.emit()
 
-    def set_view(self, block: Optional[int] = None, head: Optional[int | str] = None, query=_KEEP) -> None:
-        """Change the block, head or query patch; ``query=None`` goes back to the default query."""
-        if block is not None:
-            self.block = block
-        if head is not None:
-            self.head = head
-        if query is not Session._KEEP:
-            self.query = query
-        self._emit("view")
-
+    # -- what is looked at (no model run) ----------------------------------------------------------
     def pick_pixel(self, y: float, x: float) -> None:
         """Make the patch under input pixel (y, x) the query; clicks outside the patch grid are ignored."""
-        cap = self.capture
-        if cap is None:
+        g = self.geometry
+        if g is None:
             return
-        p = cap.patch_size
-        row, col = int(y // p), int(x // p)
-        if 0 <= row < cap.grid_size[0] and 0 <= col < cap.grid_size[1] and y >= 0 and x >= 0:
-            self.set_view(query=(row, col))
+        p = pixel_to_patch(y, x, g)
+        if p is not None:
+            self.view.query = p
 
-    def current_map(self) -> tuple[Optional[np.ndarray], Optional[tuple[float, float]], str]:
-        """(heat map over the input pixels, query marker (x, y) in pixels, a label for the query)."""
-        from ..analysis.query import query_map, token_index
-        from ..analysis.swin_maps import query_attention_map, stage_map_to_image
+    def reset_query(self) -> None:
+        """Back to the model's default query (class token, or the centre patch)."""
+        if self.geometry is not None:
+            self.view.query = default_query(self.geometry)
 
+    def move_query(self, drow: int, dcol: int) -> None:
+        """Shift+arrows: move the query patch (a prefix query starts from the centre patch)."""
+        g = self.geometry
+        if g is None:
+            return
+        q = self.view.query
+        if not isinstance(q, Patch):
+            q = Patch(g.grid_size[0] // 2, g.grid_size[1] // 2)
+            drow = dcol = 0
+        self.view.query = clamp_query(Patch(q.row + drow, q.col + dcol), g)
+
+    def predictions(self, k: int = 5) -> list[tuple[int, str, float]]:
+        """The k most probable classes of the current capture as (index, name, probability)."""
         cap = self.capture
-        if cap is None:
-            return None, None, "–"
-        b = cap.blocks[self.block]
-        p = cap.patch_size
-        gh, gw = cap.grid_size
-        q = self.query
-        if cap.family == "vit":
-            if q is None and cap.num_prefix_tokens:
-                token, label, marker = 0, f"{cap.prefix_names[0]} token", None
-            else:
-                q = q or (gh // 2, gw // 2)
-                token, label = token_index(q[0], q[1], (gh, gw), cap.num_prefix_tokens), f"patch {q}"
-                marker = ((q[1] + 0.5) * p, (q[0] + 0.5) * p)
-            grid_map = query_map(b.attn[0], token, cap.num_prefix_tokens, (gh, gw), self.head)  # (gh, gw)
-            heat = np.kron(grid_map, np.ones((p, p)))  # (gh*p, gw*p)
-            return heat, marker, label
-        q = q or (gh // 2, gw // 2)
-        f = 2 ** b.stage
-        stage_q = (min(q[0] // f, b.grid_size[0] - 1), min(q[1] // f, b.grid_size[1] - 1))
-        m = query_attention_map(b, stage_q, head_fusion=self.head)  # (H_s, W_s)
-        heat = stage_map_to_image(m, b.token_px, cap.img_size).numpy()  # (img_H, img_W)
-        marker = ((stage_q[1] + 0.5) * b.token_px, (stage_q[0] + 0.5) * b.token_px)
-        return heat, marker, f"patch {q} → stage-{b.stage} token {stage_q}"
-
-    def top_predictions(self, k: int = 5) -> list[tuple[str, float]]:
-        """The k most probable classes of the current capture as (name, probability)."""
-        if self.capture is None or self.capture.logits is None:
+        if cap is None or cap.logits is None:
             return []
-        logits = self.capture.logits[0].double()
-        probs = logits.softmax(-1)
+        probs = cap.logits[0].double().softmax(-1)
         top = probs.topk(min(k, probs.numel()))
         names = self.model.class_names if self.model is not None else None
-        return [((names[i] if names and i < len(names) else f"class {i}"), float(p))
+        return [(int(i), (names[i] if names and i < len(names) else f"class {i}"), float(p))
                 for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    def top_predictions(self, k: int = 5) -> list[tuple[str, float]]:
+        """The k most probable classes as (name, probability)."""
+        return [(name, p) for _, name, p in self.predictions(k)]
+
+
+def _short(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).name or str(path)
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(e, oom)) or "out of memory" in str(e).lower()

@@ -1,97 +1,257 @@
-"""The main window over a synchronous session: loads, draws, switches views without re-running the model,
-and survives bad files."""
+"""The workspace over a synchronous session: every panel's arrays equal attnviz.analysis for the view
+state, widgets and keys change that state everywhere, the model is never rerun for a view change, and
+bad files leave the app usable."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from safetensors.torch import save_file
 
 pytest.importorskip("pytestqt")
 
-from attnviz.nets import SwinConfig, ViTConfig, create_net  # noqa: E402
-from attnviz.session import Session, Worker  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+
+from attnviz.analysis.options import MixOptions  # noqa: E402
+from attnviz.analysis.query import query_attention, query_map  # noqa: E402
+from attnviz.nets import SwinConfig, ViTConfig  # noqa: E402
+from attnviz.session import Patch, Prefix  # noqa: E402
 
 
-def _checkpoint(tmp_path, cfg, name):
-    torch.manual_seed(0)
-    net = create_net(cfg)
-    path = tmp_path / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    return str(path)
+VIT = ViTConfig(img_size=(64, 64), embed_dim=128, num_heads=2, depth=3, mlp_hidden_dim=256, num_classes=5)
 
 
-@pytest.fixture
-def image_path(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "img.png"
-    Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(path)
-    return str(path)
-
-
-@pytest.fixture
-def window(qtbot):
-    import pyqtgraph as pg
-
-    from attnviz.qt.main_window import MainWindow
-
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    session = Session(Worker(synchronous=True), device="cpu")
-    win = MainWindow(session)
-    qtbot.addWidget(win)
-    return win
-
-
-def test_vit_map_follows_block_head_and_query_without_rerunning(window, tmp_path, image_path, monkeypatch):
+def _open(window, checkpoint, image_path, cfg=VIT, name="vit"):
     s = window.session
-    s.open_model(_checkpoint(tmp_path, ViTConfig(img_size=(64, 64), embed_dim=128, num_heads=2, depth=3,
-                                                  mlp_hidden_dim=256, num_classes=5), "vit"))
+    s.open_model(checkpoint(cfg, name))
     s.open_image(image_path)
+    window.flush()
+    return s
+
+
+def test_vit_panels_follow_block_head_and_query_without_rerunning(window, checkpoint, tmp_path, image_path, monkeypatch, qtbot):
+    s = _open(window, checkpoint, image_path)
     assert s.capture is not None and len(s.capture.blocks) == 3
-    heat, marker, label = s.current_map()
-    assert heat.shape == (64, 64) and marker is None and label == "cls token"
-    assert window.preds.count() == 5
+    image = window.panels["image"]
+    assert s.view.query == Prefix(0) and "cls token" in image.caption.text()
+    assert window.panels["predictions"].table.rowCount() == 5
+    assert window.windowTitle() == f"attnviz — {s.model.info.name or 'vit.safetensors'} — img.png"
 
     calls = []
     monkeypatch.setattr(s.model.net, "capture", lambda *a, **k: calls.append(1))
     window.block.setValue(2)
-    assert s.block == 2
-    window.head.setCurrentIndex(4)
-    window.head.activated.emit(4)  # "head 1"
-    assert s.head == 1
+    assert s.view.block == 2
+    window.head.setCurrentIndex(1)
+    window.head.activated.emit(1)  # "head 1"
+    assert s.view.head == 1
     s.pick_pixel(40.0, 20.0)  # row 2, col 1 of the 4x4 grid
-    assert s.query == (2, 1)
-    heat2, marker2, label2 = s.current_map()
-    assert label2 == "patch (2, 1)" and marker2 == (24.0, 40.0)
-    attn = s.capture.blocks[2].attn[0, 1, 1 + 2 * 4 + 1, 1:].reshape(4, 4).numpy()
-    np.testing.assert_allclose(heat2[::16, ::16], attn, rtol=0, atol=1e-7)
+    assert s.view.query == Patch(2, 1)
+    window.flush()
+    assert "patch (2, 1)" in image.caption.text()
+    attn = s.capture.blocks[2].attn[0]  # (heads, N, N)
+    np.testing.assert_allclose(image.view.values, attn[1, 1 + 2 * 4 + 1, 1:].reshape(4, 4).numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(image.view.values, query_map(attn, 1 + 2 * 4 + 1, 1, (4, 4), 1))
+    # the query patch is outlined where it is: x 16..32, y 32..48
+    r = image.view.query.rect()
+    assert (r.x(), r.y(), r.width(), r.height()) == (16, 32, 16, 16) and image.view.query.isVisible()
+    heads = window.panels["heads"]
+    for h, arr in enumerate(heads.arrays):
+        np.testing.assert_array_equal(arr, query_attention(attn, 9 + 1, 1, (4, 4))[h])
     assert calls == []  # switching block, head and query read the cached capture
 
 
-def test_swin_map_is_the_query_window(window, tmp_path, image_path):
-    s = window.session
+def test_heads_overview_and_matrix_select_and_show_the_right_rows(window, checkpoint, tmp_path, image_path, qtbot):
+    s = _open(window, checkpoint, image_path)
+    heads = window.panels["heads"]
+    heads.tabs.setCurrentIndex(1)
+    window.flush()
+    mos = heads.overview_array  # 3 blocks x 2 heads of 4x4 tiles, 1 px gaps
+    assert mos.shape == (3 * 5 - 1, 2 * 5 - 1)
+    for b in range(3):
+        for h in range(2):
+            tile = query_attention(s.capture.blocks[b].attn[0], 0, 1, (4, 4))[h]
+            np.testing.assert_allclose(mos[b * 5:b * 5 + 4, h * 5:h * 5 + 4], tile / tile.max(), atol=1e-12)
+    s.view.update(block=1, head=0)
+    heads.tabs.setCurrentIndex(2)
+    window.flush()
+    np.testing.assert_array_equal(heads.matrix_array, s.capture.blocks[1].attn[0, 0].double().numpy())
+    assert heads.matrix_row.value() == 0.5  # the cls row is marked
+
+
+def test_maps_equal_the_analysis_library(window, checkpoint, tmp_path, image_path):
+    from attnviz.analysis.flow import attention_flow, flow_map
+    from attnviz.analysis.relevance import class_relevance
+    from attnviz.analysis.rollout import rollout_map
+
+    s = _open(window, checkpoint, image_path)
+    opts = MixOptions(alpha=0.3, fusion="max", discard_ratio=0.2)
+    s.view.options = opts
+    window.flush()
+    maps = window.panels["maps"]
+    attns = [b.attn[0] for b in s.capture.blocks]
+    np.testing.assert_allclose(maps.arrays["rollout"], rollout_map(attns, 1, (4, 4), start=0, options=opts), atol=1e-12)
+    fl = flow_map(attention_flow(attns, 0, options=opts, num_prefix_tokens=1), 1, (4, 4))
+    np.testing.assert_allclose(maps.arrays["flow"], fl / fl.max(), atol=1e-9)
+    pred = int(s.capture.logits[0].argmax())
+    rel = class_relevance(s.model.net, s.doc.x, pred, "chefer", start=0, options=opts)
+    np.testing.assert_allclose(maps.arrays["chefer"], rel.map, atol=1e-6)
+    # clicking another class in the predictions makes it the relevance class everywhere
+    preds = window.panels["predictions"]
+    other = preds.rows[1][0]
+    preds.table.cellClicked.emit(1, 0)
+    assert s.view.class_idx == other
+    window.flush()
+    rel2 = class_relevance(s.model.net, s.doc.x, other, "chefer", start=0, options=opts)
+    np.testing.assert_allclose(maps.arrays["chefer"], rel2.map, atol=1e-6)
+    # the image panel shows the chosen method's array
+    s.view.method = "rollout"
+    window.flush()
+    np.testing.assert_array_equal(window.panels["image"].view.values, maps.arrays["rollout"])
+
+
+def test_keys_step_blocks_and_heads_and_move_the_query(window, checkpoint, tmp_path, image_path, qtbot):
+    s = _open(window, checkpoint, image_path)
+    qtbot.keyClick(window, Qt.Key.Key_Down)
+    assert s.view.block == 1
+    qtbot.keyClick(window, Qt.Key.Key_End)
+    assert s.view.block == 2
+    qtbot.keyClick(window, Qt.Key.Key_Home)
+    assert s.view.block == 0
+    seen = []
+    for _ in range(5):
+        qtbot.keyClick(window, Qt.Key.Key_Right)
+        seen.append(s.view.head)
+    assert seen == ["max", "min", 0, 1, "mean"]  # from 'mean' through the heads and fusions, wrapping
+    qtbot.keyClick(window, Qt.Key.Key_Right, Qt.KeyboardModifier.ShiftModifier)
+    assert s.view.query == Patch(2, 2)  # a prefix query starts from the centre patch
+    qtbot.keyClick(window, Qt.Key.Key_Right, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClick(window, Qt.Key.Key_Up, Qt.KeyboardModifier.ShiftModifier)
+    assert s.view.query == Patch(1, 3)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    assert s.view.query == Prefix(0)
+    window.flush()
+    assert "block 0" in window.status.text() and "cls token" in window.status.text()
+
+
+def test_swin_map_is_the_query_window_and_vit_only_maps_say_why(window, checkpoint, tmp_path, image_path):
+    from attnviz.analysis.swin_maps import query_attention_map
+
     cfg = SwinConfig(img_size=(64, 64), embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(4, 4),
                      num_classes=3)
-    s.open_model(_checkpoint(tmp_path, cfg, "swin"))
-    s.open_image(image_path)
-    s.set_view(block=1, query=(0, 0))  # shifted block of stage 0: window wraps around
-    heat, marker, label = s.current_map()
-    assert heat.shape == s.capture.img_size  # a bare Swin file implies timm's default 224 input
-    assert 0 < np.count_nonzero(heat[::4, ::4]) <= 16  # one 4x4 window of the stage grid
-    assert "stage-0" in label
+    s = _open(window, checkpoint, image_path, cfg, "swin")
+    s.view.update(block=1, query=Patch(0, 0))  # shifted block of stage 0: the window wraps around
+    window.flush()
+    image = window.panels["image"]
+    b = s.capture.blocks[1]
+    np.testing.assert_array_equal(image.view.values, query_attention_map(b, (0, 0)).double().numpy())
+    assert 0 < np.count_nonzero(image.view.values) <= 16  # one 4x4 window of the stage grid
+    s.view.update(block=2, head=1, query=Patch(5, 6))  # stage 1: token (2, 3)
+    window.flush()
+    np.testing.assert_array_equal(image.view.values, query_attention_map(s.capture.blocks[2], (2, 3), head_fusion=1)
+                                  .double().numpy())
+    assert "stage-1 token (2, 3)" in image.caption.text()
+    maps = window.panels["maps"]
+    assert "ViT family" in maps.arrays["flow"].reason and "ViT family" in maps.arrays["chefer"].reason
+    assert isinstance(maps.arrays["rollout"], np.ndarray)
 
 
-def test_bad_files_give_one_message_and_the_app_stays_usable(window, tmp_path, image_path):
+def test_backbone_without_head_says_so(window, checkpoint, tmp_path, image_path):
+    cfg = ViTConfig(img_size=(32, 32), embed_dim=64, num_heads=1, depth=2, mlp_hidden_dim=64, num_classes=0)
+    s = _open(window, checkpoint, image_path, cfg, "backbone")
+    assert "no classifier head" in window.panels["predictions"].caption.text()
+    assert "no classifier head" in window.panels["maps"].arrays["chefer"].reason
+    s.view.method = "chefer"
+    window.flush()
+    assert "no classifier head" in window.panels["image"].caption.text()
+
+
+def test_bad_files_give_one_message_and_the_app_keeps_what_it_had(window, checkpoint, tmp_path, image_path):
     s = window.session
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"\x00not a checkpoint")
     s.open_model(str(bad))
     assert s.model is None and "broken.safetensors" in s.last_error
-    assert "broken.safetensors" in window.info.text()
+    assert window.banner.isVisible() and "broken.safetensors" in window.banner.text.text()
     s.open_image(str(tmp_path / "missing.png"))
     assert "missing.png" in s.last_error
-    s.open_model(_checkpoint(tmp_path, ViTConfig(img_size=(32, 32), embed_dim=64, num_heads=1, depth=1,
-                                                  mlp_hidden_dim=64, num_classes=2), "ok"))
-    s.open_image(image_path)
-    assert s.capture is not None
+    _open(window, checkpoint, image_path, ViTConfig(img_size=(32, 32), embed_dim=64, num_heads=1, depth=1,
+                                                  mlp_hidden_dim=64, num_classes=2), "ok")
+    assert s.capture is not None and not window.banner.isVisible()  # a successful load clears the message
+    good = s.model
+    s.open_model(str(bad))
+    assert s.model is good and window.banner.isVisible()  # the previous model stays
+    assert "ok" in window.panels["model"].heading.text() or good.info.name in window.panels["model"].heading.text()
+    assert len(window.error_log) == 3
+    window.banner.dismiss.click()
+    assert not window.banner.isVisible() and s.model is good
+
+
+def test_drop_routes_images_and_checkpoints_and_remembers_recent_files(window, checkpoint, tmp_path, image_path):
+    s = window.session
+    ckpt = checkpoint(VIT, "dropped")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(ckpt), QUrl.fromLocalFile(image_path)])
+    ev = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                    Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(ev)
+    assert s.doc.model_path == ckpt and s.doc.image_path == image_path and s.capture is not None
+    assert window.recent("recent/models") == [ckpt] and window.recent("recent/images") == [image_path]
+    texts = [a.text() for a in window.recent_models.actions()]
+    assert texts == [ckpt]
+    window.clear_recent()
+    assert window.recent("recent/models") == [] and not window.recent_models.actions()[0].isEnabled()
+
+
+def test_layout_is_saved_and_restored_with_a_version(qtbot, settings, tmp_path):
+    from attnviz.qt.main_window import LAYOUT_VERSION, MainWindow
+    from attnviz.session import Session, Worker
+
+    w1 = MainWindow(Session(Worker(synchronous=True)), settings)
+    qtbot.addWidget(w1)
+    w1.show()
+    w1.docks["maps"].close()
+    w1.save_layout()
+    w2 = MainWindow(Session(Worker(synchronous=True)), settings)
+    qtbot.addWidget(w2)
+    w2.show()
+    assert w2.docks["maps"].isHidden() and not w2.docks["heads"].isHidden()
+    w2.reset_layout()
+    assert not w2.docks["maps"].isHidden()
+    settings.setValue("layout/version", LAYOUT_VERSION - 1)  # a layout of an older window is not restored
+    w3 = MainWindow(Session(Worker(synchronous=True)), settings)
+    qtbot.addWidget(w3)
+    w3.show()
+    assert not w3.docks["maps"].isHidden()
+
+
+def test_model_panel_describes_the_model_and_its_crop(window, checkpoint, tmp_path, image_path):
+    s = _open(window, checkpoint, image_path)
+    window.panels["model"].flush()
+    rows = dict((a, b) for a, b in __import__("attnviz.qt.panels.model_panel", fromlist=["x"]).describe_model(s))
+    assert rows["Input"] == "64×64 px → 4×4 patches" and rows["Prefix tokens"] == "1 (cls)"
+    assert rows["Blocks × heads"] == "3 × 2" and rows["Device"] == "cpu"
+    n = sum(p.numel() for p in s.model.net.parameters())
+    assert rows["Parameters"] == f"{n / 1e6:.2f} M"
+    from attnviz.images import input_box
+
+    assert window.panels["model"].box == input_box(s.doc.image.size, s.model.info.preprocess)
+
+
+def test_input_size_change_keeps_the_patch_under_the_same_point(window, checkpoint, tmp_path, image_path):
+    s = _open(window, checkpoint, image_path)
+    s.view.query = Patch(3, 1)  # centre at (56, 24) of 64 px: (0.875, 0.375)
+    s.reload(img_size=128)
+    assert s.capture.img_size == (128, 128) and s.capture.grid_size == (8, 8)
+    assert s.view.query == Patch(7, 3)
+    window.flush()
+    torch.testing.assert_close(torch.from_numpy(window.panels["image"].view.values),
+                               torch.from_numpy(query_map(s.capture.blocks[0].attn[0], 1 + 7 * 8 + 3, 1, (8, 8),
+                                                          "mean")))
+
+
+def test_model_browser_opens_what_it_lists(window, checkpoint):
+    ckpt = checkpoint(VIT, "listed")
+    window.show_browser()
+    assert window.docks["browser"].isVisible()
+    window.browser.sigOpen.emit(ckpt)
+    assert window.session.doc.model_path == ckpt and window.session.model is not None

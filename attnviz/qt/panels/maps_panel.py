@@ -1,0 +1,187 @@
+"""Maps panel: the query's attention, rollout, attention flow, gradient rollout and class relevance,
+side by side or one at a time, with the options they share."""
+from __future__ import annotations
+
+from PySide6.QtCore import QSize
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QSpinBox, QWidget)
+
+from ...analysis.options import FUSIONS, MixOptions
+from ...session.display import levels
+from ...session.products import MAP_PRODUCTS, TokenMap, Unavailable
+from ...session.shown import shown_map
+from ...session.view_state import METHOD_NAMES, METHODS
+from ..widgets.overlay import OverlayView
+from .base import Panel
+
+
+class MapTile(QWidget):
+    """One method: a caption (or the reason it does not apply) over the image with its map."""
+
+    def __init__(self, method: str, on_pick):
+        super().__init__()
+        self.method = method
+        lay = QGridLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.caption = QLabel(METHOD_NAMES[method])
+        self.caption.setWordWrap(True)
+        self.view = OverlayView()
+        self.view.setMinimumSize(140, 140)
+        self.view.sigClicked.connect(lambda _y, _x: on_pick(method))
+        lay.addWidget(self.caption, 0, 0)
+        lay.addWidget(self.view, 1, 0)
+
+
+class MapsPanel(Panel):
+    title = "Maps"
+    help_text = ("Attention of one block says little about what reaches the output. <b>Rollout</b> multiplies the "
+                 "blocks' attention, each mixed with the identity for the residual connection (weight α); "
+                 "<b>flow</b> treats the blocks as a network of pipes and computes the maximum flow from the query "
+                 "to every patch (Abnar &amp; Zuidema 2020). <b>Gradient rollout</b> and <b>relevance</b> (Chefer et "
+                 "al. 2021) weight attention by its gradient for one class. Click a tile to show it in the Image "
+                 "panel.")
+    reads = ("block", "head", "query", "method", "options", "class_idx", "colormap", "scale")
+
+    def sizeHint(self):  # the default share of the window this panel asks for
+        return QSize(700, 460)
+
+    def __init__(self, session, parent=None):
+        super().__init__(session, parent)
+        v = session.view
+        row = QHBoxLayout()
+        self.alpha = QDoubleSpinBox()
+        self.alpha.setRange(0.0, 1.0)
+        self.alpha.setSingleStep(0.05)
+        self.alpha.setToolTip("α: weight of the residual connection in Ã = (1−α)·A + α·I")
+        self.fusion = QComboBox()
+        self.fusion.addItems(list(FUSIONS))
+        self.fusion.setToolTip("How the heads of a block become one matrix")
+        self.discard = QDoubleSpinBox()
+        self.discard.setRange(0.0, 0.95)
+        self.discard.setSingleStep(0.05)
+        self.discard.setToolTip("Fraction of each row's lowest patch weights dropped before renormalising")
+        self.first = QSpinBox()
+        self.last = QSpinBox()
+        self.first.setToolTip("First block of the range")
+        self.last.setToolTip("Last block of the range")
+        self.one = QCheckBox("one at a time")
+        self.one.setToolTip("Show only the map selected in the Image panel, large")
+        for w in (QLabel("α"), self.alpha, QLabel("fusion"), self.fusion, QLabel("discard"), self.discard,
+                  QLabel("blocks"), self.first, QLabel("–"), self.last, self.one):
+            row.addWidget(w)
+        row.addStretch(1)
+        row.addWidget(self.help_button())
+        self.body.addLayout(row)
+        prog = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setFormat("attention flow %v / %m sinks")
+        self.cancel = QPushButton("Cancel")
+        self.cancel.clicked.connect(lambda: self._cancel())
+        prog.addWidget(self.progress, 1)
+        prog.addWidget(self.cancel)
+        self.progress_row = QWidget()
+        self.progress_row.setLayout(prog)
+        self.progress_row.setVisible(False)
+        self.body.addWidget(self.progress_row)
+        self.grid = QGridLayout()
+        self.tiles = {m: MapTile(m, lambda m: setattr(v, "method", m)) for m in METHODS}
+        for i, t in enumerate(self.tiles.values()):
+            self.grid.addWidget(t, i // 3, i % 3)
+        self.body.addLayout(self.grid, 1)
+        self.arrays: dict[str, object] = {}  # method -> the (h, w) map drawn, or the Unavailable reason
+
+        for w in (self.alpha, self.discard):
+            w.valueChanged.connect(lambda _x: self._options_changed())
+        for w in (self.first, self.last):
+            w.valueChanged.connect(lambda _x: self._options_changed())
+        self.fusion.currentIndexChanged.connect(lambda _i: self._options_changed())
+        self.one.toggled.connect(lambda _on: self.schedule())
+        session.products.ready.connect(self._ready)
+        session.products.started.connect(self._started)
+        session.products.progress.connect(self._progress)
+
+    def _options_changed(self) -> None:
+        try:
+            opts = MixOptions(alpha=round(self.alpha.value(), 4), fusion=self.fusion.currentText(),
+                              discard_ratio=round(self.discard.value(), 4), first_block=self.first.value(),
+                              last_block=self.last.value())
+        except ValueError as e:
+            self.session._fail(e)
+            return
+        self.session.view.options = opts
+
+    def _sync(self) -> None:
+        v = self.session.view
+        o = v.options
+        n = v.limits.num_blocks
+        for w, val in ((self.alpha, o.alpha), (self.discard, o.discard_ratio)):
+            w.blockSignals(True)
+            w.setValue(val)
+            w.blockSignals(False)
+        for w, val in ((self.first, o.first_block % n), (self.last, (n - 1 if o.last_block is None else o.last_block % n))):
+            w.blockSignals(True)
+            w.setRange(0, n - 1)
+            w.setValue(val)
+            w.blockSignals(False)
+        self.fusion.blockSignals(True)
+        self.fusion.setCurrentText(o.fusion)
+        self.fusion.blockSignals(False)
+
+    def _cancel(self) -> None:
+        self.session.products.cancel("flow")
+        self.progress_row.setVisible(False)
+        self.tiles["flow"].caption.setText("Attention flow — cancelled (change a setting or click to compute again)")
+
+    def _started(self, name: str) -> None:
+        if name == "flow":
+            self.progress.setRange(0, 0)
+            self.progress_row.setVisible(True)
+
+    def _progress(self, name: str, done: int, total: int) -> None:
+        if name == "flow":
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress_row.setVisible(done < total)
+
+    def _ready(self, name: str) -> None:
+        if name == "flow":
+            self.progress_row.setVisible(False)
+        if name in MAP_PRODUCTS:
+            self.schedule()
+
+    def on_capture(self) -> None:
+        img = self.session.doc.input_image
+        for t in self.tiles.values():
+            t.view.set_input(img)
+
+    def refresh(self) -> None:
+        s, v, g = self.session, self.session.view, self.session.geometry
+        self._sync()
+        one = self.one.isChecked()
+        for m, tile in self.tiles.items():
+            tile.setVisible(not one or m == v.method)
+            tile.caption.setStyleSheet("font-weight:600;color:#50dcff" if m == v.method else "")
+        self.arrays = {}
+        for m, tile in self.tiles.items():
+            if not tile.isVisible() and one:
+                continue
+            if m == "attention":
+                shown = shown_map(s, "attention", "map")
+                values, px, title, note = shown.values, shown.token_px, shown.title, shown.note
+                where = shown.window
+            else:
+                where = None
+                r = s.products.get(m)
+                px = g.patch_size
+                if r is None:
+                    values, title, note = None, METHOD_NAMES[m], "computing…"
+                elif isinstance(r, Unavailable):
+                    values, title, note = None, METHOD_NAMES[m], r.reason
+                else:
+                    assert isinstance(r, TokenMap)
+                    values, title, note = r.map, f"{METHOD_NAMES[m]} {r.note}", ""
+            self.arrays[m] = values if values is not None else Unavailable(note)
+            tile.caption.setText(title + (f" — <i>{note}</i>" if note else ""))
+            lv = levels(values, v.scale) if values is not None else (0.0, 1.0)
+            tile.view.set_map(values, px, lv, v.scale, v.colormap, False, 0.75, False, where)
+
