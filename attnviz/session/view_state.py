@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Iterator, Optional, Union
 
 from psygnal import evented
@@ -126,7 +126,15 @@ class ViewState:
         if name == "options":
             if not isinstance(value, MixOptions):
                 raise ValueError(f"options must be MixOptions, got {value!r}")
-            return value
+            n = lim.num_blocks
+            first, last = value.first_block, value.last_block
+            if not -n <= first < n:
+                first = 0  # a range of another model's depth: back to every block
+            if last is not None and (not -n <= last < n or last % n == n - 1):
+                last = None  # the last block (None) rather than its index, so the default reads as such
+            if last is not None and last % n < first % n:
+                first, last = 0, None
+            return replace(value, first_block=first, last_block=last)
         if name == "opacity":
             return min(max(float(value), 0.0), 1.0)
         if name in ("smooth", "show_grid"):

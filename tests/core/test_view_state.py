@@ -115,3 +115,14 @@ def test_query_values_and_remapping_keep_the_place_in_the_image():
     assert query_from_text("cls") == Prefix(0)
     with pytest.raises(ValueError, match="ROW,COL"):
         query_from_text("middle")
+
+
+def test_the_block_range_follows_the_model_depth():
+    s = _state()
+    s.options = MixOptions(first_block=1, last_block=1)
+    assert (s.options.first_block, s.options.last_block) == (1, 1)
+    s.options = MixOptions(first_block=0, last_block=2)
+    assert s.options.last_block is None  # the last of 3 blocks reads as 'the last block'
+    s.options = MixOptions(first_block=1, last_block=1)
+    s.set_limits(Limits(1, (2,), VIT, 5))  # a model with one block: the range no longer exists
+    assert (s.options.first_block, s.options.last_block) == (0, None)

@@ -2,9 +2,10 @@
 side by side or one at a time, with the options they share."""
 from __future__ import annotations
 
-from PySide6.QtCore import QSize
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QSpinBox, QWidget)
+                               QProgressBar, QPushButton, QWidget)
+from superqt import QLabeledRangeSlider
 
 from ...analysis.options import FUSIONS, MixOptions
 from ...session.display import levels
@@ -60,14 +61,13 @@ class MapsPanel(Panel):
         self.discard.setRange(0.0, 0.95)
         self.discard.setSingleStep(0.05)
         self.discard.setToolTip("Fraction of each row's lowest patch weights dropped before renormalising")
-        self.first = QSpinBox()
-        self.last = QSpinBox()
-        self.first.setToolTip("First block of the range")
-        self.last.setToolTip("Last block of the range")
+        self.blocks = QLabeledRangeSlider(Qt.Orientation.Horizontal)  # superqt: Qt has no two-handled slider
+        self.blocks.setMinimumWidth(160)
+        self.blocks.setToolTip("Blocks the maps mix, first to last")
         self.one = QCheckBox("one at a time")
         self.one.setToolTip("Show only the map selected in the Image panel, large")
         for w in (QLabel("α"), self.alpha, QLabel("fusion"), self.fusion, QLabel("discard"), self.discard,
-                  QLabel("blocks"), self.first, QLabel("–"), self.last, self.one):
+                  QLabel("blocks"), self.blocks, self.one):
             row.addWidget(w)
         row.addStretch(1)
         row.addWidget(self.help_button())
@@ -92,8 +92,7 @@ class MapsPanel(Panel):
 
         for w in (self.alpha, self.discard):
             w.valueChanged.connect(lambda _x: self._options_changed())
-        for w in (self.first, self.last):
-            w.valueChanged.connect(lambda _x: self._options_changed())
+        self.blocks.valueChanged.connect(lambda _x: self._options_changed())
         self.fusion.currentIndexChanged.connect(lambda _i: self._options_changed())
         self.one.toggled.connect(lambda _on: self.schedule())
         session.products.ready.connect(self._ready)
@@ -103,8 +102,8 @@ class MapsPanel(Panel):
     def _options_changed(self) -> None:
         try:
             opts = MixOptions(alpha=round(self.alpha.value(), 4), fusion=self.fusion.currentText(),
-                              discard_ratio=round(self.discard.value(), 4), first_block=self.first.value(),
-                              last_block=self.last.value())
+                              discard_ratio=round(self.discard.value(), 4), first_block=int(self.blocks.value()[0]),
+                              last_block=int(self.blocks.value()[1]))
         except ValueError as e:
             self.session._fail(e)
             return
@@ -118,11 +117,11 @@ class MapsPanel(Panel):
             w.blockSignals(True)
             w.setValue(val)
             w.blockSignals(False)
-        for w, val in ((self.first, o.first_block % n), (self.last, (n - 1 if o.last_block is None else o.last_block % n))):
-            w.blockSignals(True)
-            w.setRange(0, n - 1)
-            w.setValue(val)
-            w.blockSignals(False)
+        first, last = o.first_block % n, (n - 1 if o.last_block is None else o.last_block % n)
+        self.blocks.blockSignals(True)
+        self.blocks.setRange(0, max(n - 1, 0))
+        self.blocks.setValue((first, last))
+        self.blocks.blockSignals(False)
         self.fusion.blockSignals(True)
         self.fusion.setCurrentText(o.fusion)
         self.fusion.blockSignals(False)
