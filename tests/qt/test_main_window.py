@@ -255,3 +255,17 @@ def test_model_browser_opens_what_it_lists(window, checkpoint):
     assert window.docks["browser"].isVisible()
     window.browser.sigOpen.emit(ckpt)
     assert window.session.doc.model_path == ckpt and window.session.model is not None
+
+
+def test_hover_is_outlined_in_every_linked_panel_and_read_out(window, checkpoint, image_path):
+    s = _open(window, checkpoint, image_path)
+    window.panels["image"].view.sigHovered.emit(40.0, 20.0)  # the mouse over patch (2, 1)
+    assert s.view.hover == Patch(2, 1)
+    image, maps = window.panels["image"], window.panels["maps"]
+    value = query_map(s.capture.blocks[0].attn[0], 0, 1, (4, 4), "mean")[2, 1]  # the cls query's map
+    assert image.readout.text() == f"row 2, col 1 · token 10 · value {value:.4g}"
+    for view in [image.view] + [t.view for t in maps.tiles.values()]:
+        r = view.hover.rect()
+        assert view.hover.isVisible() and (r.x(), r.y()) == (16, 32)
+    image.view.sigHovered.emit(-1.0, -1.0)  # the mouse left the image
+    assert s.view.hover is None and not image.view.hover.isVisible()

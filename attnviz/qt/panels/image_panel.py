@@ -35,7 +35,7 @@ class ImagePanel(Panel):
                  "<b>Attention</b>: one row of softmax(QKᵀ/√d) — how much the query token (outlined in cyan) "
                  "takes from every patch in this block and head; bright = a large share. Click a patch to make "
                  "it the query, hover to read the value under the mouse; the wheel zooms, double-click fits.")
-    reads = ("block", "head", "query", "hover", "method", "options", "class_idx", "colormap", "normalisation",
+    reads = ("block", "head", "query", "method", "options", "class_idx", "colormap", "normalisation",
              "scale", "opacity", "overlay", "smooth", "show_grid")
 
     def sizeHint(self):  # the default share of the window this panel asks for
@@ -89,6 +89,7 @@ class ImagePanel(Panel):
         self.opacity.valueChanged.connect(lambda x: setattr(v, "opacity", x / 100))
         self.view.sigClicked.connect(session.pick_pixel)
         self.view.sigHovered.connect(self._hovered)
+        v.signal("hover").connect(lambda *_: self.show_hover())
         session.products.ready.connect(lambda name: self.schedule() if name == v.method else None)
         self._sync_controls()
 
@@ -125,8 +126,7 @@ class ImagePanel(Panel):
         q = v.query
         patch = (q.row, q.col) if isinstance(q, Patch) else None
         self.view.set_query(patch, g.patch_size, shown.query_cell, shown.token_px)
-        self.view.set_hover((v.hover.row, v.hover.col) if v.hover else None, g.patch_size)
-        self._readout(shown)
+        self.show_hover()
         if shown.prefix is not None and len(shown.prefix):
             parts = [f"{name}: {val:.3f}" for name, val in zip(g.prefix_names, shown.prefix)]
             self.prefix.setText(f"To prefix tokens ({q.label(list(g.prefix_names))}, not drawn on the grid): "
@@ -134,8 +134,12 @@ class ImagePanel(Panel):
         else:
             self.prefix.setText("")
 
-    def _readout(self, shown: ShownMap) -> None:
-        v, g = self.session.view, self.session.geometry
+    def show_hover(self) -> None:
+        """Outline the hovered patch and read its value: no map is recomputed for a hover."""
+        v, g, shown = self.session.view, self.session.geometry, self.shown
+        if g is None or shown is None:
+            return
+        self.view.set_hover((v.hover.row, v.hover.col) if v.hover else None, g.patch_size)
         h = v.hover
         if h is None or shown.values is None:
             self.readout.setText("Hover over a patch to read its value")

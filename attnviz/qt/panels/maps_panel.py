@@ -96,6 +96,7 @@ class MapsPanel(Panel):
         self.fusion.currentIndexChanged.connect(lambda _i: self._options_changed())
         self.one.toggled.connect(lambda _on: self.schedule())
         session.products.ready.connect(self._ready)
+        v.signal("hover").connect(lambda *_: self.show_hover())
         session.products.started.connect(self._started)
         session.products.progress.connect(self._progress)
 
@@ -147,6 +148,15 @@ class MapsPanel(Panel):
             self.progress_row.setVisible(False)
         if name in MAP_PRODUCTS:
             self.schedule()
+
+    def show_hover(self) -> None:
+        """The hovered patch outlined on every tile (linked with the Image panel)."""
+        v, g = self.session.view, self.session.geometry
+        if g is None:
+            return
+        cell = (v.hover.row, v.hover.col) if v.hover else None
+        for t in self.tiles.values():
+            t.view.set_hover(cell, g.patch_size)
 
     def on_capture(self) -> None:
         img = self.session.doc.input_image
