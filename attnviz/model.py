@@ -30,15 +30,19 @@ class LoadedModel:
     def class_names(self) -> Optional[list[str]]:
         return self.info.class_names
 
-    def capture(self, x: torch.Tensor, keep_graph: bool = False) -> Capture:
-        """Run one preprocessed image (3, H, W) or batch (B, 3, H, W) and capture every block."""
+    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True) -> Capture:
+        """Run one preprocessed image (3, H, W) or batch (B, 3, H, W) and capture every block.
+
+        ``use_pos_embed=False`` runs a ViT without its absolute position embedding (the scramble
+        lesson); a Swin network refuses it with a ValueError, having none to leave out.
+        """
         if x.ndim == 3:
             x = x.unsqueeze(0)  # (1, 3, H, W)
         x = x.to(self.device, self.dtype)
         if keep_graph:
-            return self.net.capture(x, keep_graph=True)
+            return self.net.capture(x, keep_graph=True, use_pos_embed=use_pos_embed)
         with torch.inference_mode():
-            return self.net.capture(x)
+            return self.net.capture(x, use_pos_embed=use_pos_embed)
 
 
 def load_model(

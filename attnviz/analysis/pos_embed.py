@@ -13,7 +13,11 @@ v1 learns a table with one entry per relative offset (dy, dx) in [-(M-1), M-1]^2
 with a small MLP of log-spaced offsets, squashed to (0, 16) by ``16 * sigmoid``. Both are shown as a
 (2M-1, 2M-1) image per head, indexed ``[dy + M - 1, dx + M - 1]`` with (dy, dx) = query - key, the
 convention of :func:`attnviz.nets.windows.relative_position_index`, and as the (M, M) bias one query
-position sees over the keys of its window.
+position sees over the keys of its window. A captured block (:class:`attnviz.nets.SwinBlockCapture`)
+carries the bias and (v2) the temperature the network applied: :func:`captured_bias`,
+:func:`captured_bias_image` and :func:`captured_logit_scale` read those, so a view shows what the
+network added; the module-based :func:`attention_bias_image` / :func:`v2_logit_scale` stay for a
+network (or a timm module) without a capture.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
+from attnviz.nets.capture import BlockCapture, SwinBlockCapture
 from attnviz.nets.windows import log_spaced_coords, relative_position_index
 
 # --------------------------------------------------------------------------------------------------
@@ -332,6 +337,47 @@ def v2_logit_scale(attn_module: Any) -> torch.Tensor:
     return torch.clamp(scale.detach().float().reshape(-1), max=math.log(100.0)).exp()  # (heads,)
 
 
+def _swin_block(block: BlockCapture) -> SwinBlockCapture:
+    if not isinstance(block, SwinBlockCapture):
+        raise ValueError(f"block {block.index} is not a Swin block: it has no relative position bias")
+    return block
+
+
+def captured_bias(block: BlockCapture) -> torch.Tensor:
+    """(heads, M*M, M*M) position bias a captured Swin block added to every window's logits.
+
+    The tensor the network applied (float32, CPU), not recomputed; raises ValueError for a ViT block.
+    """
+    return _swin_block(block).bias.clone()
+
+
+def captured_bias_image(block: BlockCapture) -> torch.Tensor:
+    """(heads, 2M-1, 2M-1) image of a captured block's bias, indexed like :func:`v1_bias_image`.
+
+    Every relative offset occurs in the (M*M, M*M) matrix (offset (0, 0) on the diagonal, the extreme
+    ones between opposite corners), so scattering the matrix by :func:`relative_position_index` fills
+    the image; pairs with the same offset carry the same value, which makes the scatter well defined.
+    """
+    bias = captured_bias(block)  # (heads, M*M, M*M)
+    M = _swin_block(block).window_size
+    side = 2 * M - 1
+    idx = relative_position_index(M).reshape(-1)  # (M*M * M*M,)
+    flat = torch.empty(bias.shape[0], side * side, dtype=bias.dtype)  # (heads, (2M-1)^2)
+    flat[:, idx] = bias.reshape(bias.shape[0], -1)  # (heads, M*M * M*M) scattered by offset
+    return flat.reshape(-1, side, side)  # (heads, 2M-1, 2M-1)
+
+
+def captured_logit_scale(block: BlockCapture) -> torch.Tensor:
+    """(heads,) temperature τ a captured Swin v2 block multiplied its cosine similarities by.
+
+    Raises ValueError for a v1 block (scaled dot product, no temperature) and for a ViT block.
+    """
+    scale = _swin_block(block).logit_scale
+    if scale is None:
+        raise ValueError(f"block {block.index} is a Swin v1 block: it has no logit scale (only v2 does)")
+    return scale.clone()
+
+
 __all__ = [
     "patch_position_embeddings",
     "cosine_similarity_grid",
@@ -347,4 +393,7 @@ __all__ = [
     "bias_for_query",
     "attention_bias_image",
     "v2_logit_scale",
+    "captured_bias",
+    "captured_bias_image",
+    "captured_logit_scale",
 ]

@@ -144,9 +144,10 @@ class Relevance:
 
 
 def attention_gradients(
-    net: torch.nn.Module, x: torch.Tensor, class_idx: int
+    net: torch.nn.Module, x: torch.Tensor, class_idx: int, use_pos_embed: bool = True
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, object]:
-    """Run ``net.capture(x, keep_graph=True)`` on one image and differentiate logit ``class_idx``.
+    """Run ``net.capture(x, keep_graph=True)`` on one image and differentiate logit ``class_idx``
+    (``use_pos_embed=False``: the capture without the position embedding, as the scramble lesson runs it).
 
     Returns (attentions, gradients, logits, capture): per-block (heads, N, N) CPU float32 tensors
     of image 0 in forward order, the (classes,) logits, and the capture (geometry; its attention
@@ -157,7 +158,7 @@ def attention_gradients(
         raise ValueError(f"class relevance takes one image (1, 3, H, W), got shape {tuple(x.shape)}")
     with torch.inference_mode(False), torch.enable_grad():
         xin = x.detach().clone().requires_grad_(True)
-        cap = net.capture(xin, keep_graph=True)
+        cap = net.capture(xin, keep_graph=True, use_pos_embed=use_pos_embed)
         if cap.family != "vit":
             raise ValueError("class relevance needs a ViT-family model (Swin has no token-to-token attention)")
         if cap.logits is None:

@@ -3,7 +3,8 @@
 Without position embeddings a ViT is permutation-equivariant over its patch tokens: moving the
 patches moves the attention with them and leaves the class prediction unchanged. Position embeddings
 break that symmetry; scrambling an image, with embeddings on and off, shows how much a model relies
-on where things are.
+on where things are. "Off" is an argument of the capture (``net.capture(x, use_pos_embed=False)``),
+never a switch left on the network.
 
 Convention: a permutation ``perm`` of the N = gh * gw patches (row-major) says that position i of the
 scrambled image shows original patch ``perm[i]``: ``scrambled[i] = original[perm[i]]``. As a matrix
@@ -12,12 +13,14 @@ distillation, registers) never move.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+
+from attnviz.nets import AttnNet
+from attnviz.nets.vit import VisionTransformer
 
 Array = Union[torch.Tensor, np.ndarray]
 
@@ -230,26 +233,8 @@ def permute_attention(attn: Array, perm: Union[Sequence[int], Array], num_prefix
 
 
 # --------------------------------------------------------------------------------------------------
-# Position embeddings off, and the equivariance check
+# The equivariance check (position embeddings on or off per capture)
 # --------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def position_embeddings(net: Any, enabled: bool) -> Iterator[Any]:
-    """Run an attnviz ViT with its absolute position embedding on or off; restored on exit."""
-    if not hasattr(net, "use_pos_embed"):
-        raise ValueError("this network has no switchable position embedding (only ViT-family nets do)")
-    before = net.use_pos_embed
-    net.use_pos_embed = bool(enabled)
-    try:
-        yield net
-    finally:
-        net.use_pos_embed = before
-
-
-def without_position_embeddings(net: Any) -> contextlib.AbstractContextManager[Any]:
-    """Shorthand for ``position_embeddings(net, False)``."""
-    return position_embeddings(net, False)
 
 
 @dataclass
@@ -275,27 +260,26 @@ class EquivarianceReport:
 
 
 def equivariance_check(
-    net: Any,
+    net: AttnNet,
     x: torch.Tensor,
     perm: Union[Sequence[int], Array],
     *,
-    use_pos_embed: Optional[bool] = None,
+    use_pos_embed: bool = True,
 ) -> EquivarianceReport:
     """Compare ``net.capture`` of x and of its patch-scrambled version (ViT family only).
 
-    ``use_pos_embed`` forces the position embedding on or off for the check (None: as the net is set).
-    With it off the differences are at float precision; with it on they usually are not.
+    ``use_pos_embed`` is passed to both captures: with the position embedding left out the
+    differences are at float precision; with it in they usually are not.
     """
+    if not isinstance(net, VisionTransformer):
+        raise ValueError("the equivariance check needs a ViT-family network (Swin's windows are not permutation-free)")
     if x.dim() != 4:
         raise ValueError(f"input must be a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
-    ctx = contextlib.nullcontext(net) if use_pos_embed is None else position_embeddings(net, use_pos_embed)
-    with ctx, torch.no_grad():
-        used = bool(getattr(net, "use_pos_embed", True)) and getattr(net, "pos_embed", None) is not None
-        ref = net.capture(x)
-        if ref.family != "vit":
-            raise ValueError("the equivariance check needs a ViT-family network (Swin's windows are not permutation-free)")
+    used = bool(use_pos_embed) and net.pos_embed is not None
+    with torch.no_grad():
+        ref = net.capture(x, use_pos_embed=use_pos_embed)
         q = check_permutation(perm, ref.grid_size[0] * ref.grid_size[1])
-        scr = net.capture(apply_to_image(x, q, ref.patch_size, layout="chw"))
+        scr = net.capture(apply_to_image(x, q, ref.patch_size, layout="chw"), use_pos_embed=use_pos_embed)
     P = ref.num_prefix_tokens
     logits_diff = None
     if ref.logits is not None and scr.logits is not None:
@@ -321,8 +305,6 @@ __all__ = [
     "apply_to_tokens",
     "unpermute_attention",
     "permute_attention",
-    "position_embeddings",
-    "without_position_embeddings",
     "EquivarianceReport",
     "equivariance_check",
 ]

@@ -5,7 +5,7 @@
   averaged over queries. ViT: queries and keys are the patch tokens, each query's row renormalised
   over the patches (what it gives to prefix tokens has no position). Swin: inside each window, between
   the tokens' own positions on the stage grid (the shift's roll undone) times the block's token size
-  (``BlockCapture.token_px``); averaged over windows and queries. A shifted window can hold tokens
+  (its geometry's ``token_px``); averaged over windows and queries. A shifted window can hold tokens
   from opposite image edges: without padding the shift mask keeps them apart (-100), but with padding
   timm's region layout lets some of them attend to each other (see :mod:`attnviz.analysis.windows`),
   and that attention spans the whole image, so window-local positions would understate it.
@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Optional, Union
 import numpy as np
 import torch
 
-from attnviz.nets.capture import BlockCapture, Capture
+from attnviz.nets.capture import BlockCapture, Capture, SwinBlockCapture
 
 from .flow import Cancelled
 from .query import patch_positions
@@ -96,18 +96,19 @@ def vit_block_stats(
 
 def swin_block_stats(block: BlockCapture) -> tuple[np.ndarray, np.ndarray]:
     """A Swin block's (B, nW, H, M², M²) attention -> mean distance and entropy, each (B, H) float64."""
+    geom = geometry_of(block)  # ValueError for a ViT block
     a = block.attn.detach().to("cpu", torch.float64)
-    M = block.window_size
-    if a.dim() != 5 or M is None or a.shape[-1] != M * M:
+    M = geom.window_size
+    if a.dim() != 5 or a.shape[-1] != M * M:
         raise ValueError(f"Swin attention must be (B, windows, heads, M², M²), got {tuple(a.shape)}")
-    index = window_token_index(geometry_of(block))  # (nW, M²) stage-grid token in each slot, -1 = padding
+    index = window_token_index(geom)  # (nW, M²) stage-grid token in each slot, -1 = padding
     if index.shape[0] != a.shape[1]:
         raise ValueError(f"{a.shape[1]} windows captured but the geometry gives {index.shape[0]}")
-    W = block.grid_size[1]
+    W = geom.grid_size[1]
     real = (index >= 0).to(torch.float64)  # (nW, M²)
     flat = index.clamp(min=0)
     pos = torch.stack([flat // W, flat % W], dim=-1).to(torch.float64)  # (nW, M², 2) row, col on the grid
-    dist = _pairwise_distance(pos) * block.token_px  # (nW, M², M²) pixels
+    dist = _pairwise_distance(pos) * geom.token_px  # (nW, M², M²) pixels
     keys = real[None, :, None, None, :]  # (1, nW, 1, 1, M²)
     queries = real[None, :, None, :]  # (1, nW, 1, M²)
     n_real = real.sum()
@@ -126,13 +127,11 @@ def _capture_stats(capture: Capture) -> tuple[list[np.ndarray], list[np.ndarray]
         raise ValueError("the capture holds no attention blocks")
     md, ent, share = [], [], []
     for blk in capture.blocks:
-        if capture.family == "vit":
-            m, e, s = vit_block_stats(blk.attn, capture.num_prefix_tokens, blk.grid_size, blk.token_px)
-        elif capture.family == "swin":
+        if isinstance(blk, SwinBlockCapture):
             m, e = swin_block_stats(blk)
-            s = np.full_like(m, np.nan)
+            s = np.full_like(m, np.nan)  # Swin has no prefix tokens
         else:
-            raise ValueError(f"unknown model family '{capture.family}'")
+            m, e, s = vit_block_stats(blk.attn, capture.num_prefix_tokens, blk.grid_size, blk.token_px)
         md.append(m)
         ent.append(e)
         share.append(s)

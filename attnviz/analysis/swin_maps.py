@@ -45,6 +45,7 @@ import torch
 
 from attnviz.analysis.query import FUSIONS, fuse_heads
 from attnviz.analysis.windows import geometry_of, locate_token, window_token_index
+from attnviz.nets.capture import BlockCapture, SwinBlockCapture
 
 HeadFusion = Union[str, int]
 
@@ -60,11 +61,11 @@ def _fuse(attn: torch.Tensor, head_fusion: HeadFusion) -> torch.Tensor:
     return fuse_heads(attn.transpose(0, 1), head_fusion)  # heads first: (heads, nW, ...) -> (nW, ...)
 
 
-def _block_attn(block: object, batch: int) -> torch.Tensor:
+def _block_attn(block: BlockCapture, batch: int) -> torch.Tensor:
     """The block's (nW, heads, M*M, M*M) attention for one image, checked against its geometry."""
-    attn = getattr(block, "attn", None)
-    if attn is None or attn.dim() != 5:
+    if not isinstance(block, SwinBlockCapture) or block.attn.dim() != 5:
         raise ValueError("expected a Swin block capture with attention of shape (B, nW, heads, M*M, M*M)")
+    attn = block.attn  # (B, nW, heads, M*M, M*M)
     if not 0 <= batch < attn.shape[0]:
         raise ValueError(f"batch index {batch} out of range for {attn.shape[0]} images")
     return attn[batch].detach().float().cpu()  # (nW, heads, M*M, M*M)
@@ -78,7 +79,7 @@ class _WindowOperator:
     probs: torch.Tensor  # (nW, M*M, M*M) fused attention, padding rows/columns zeroed, rows sum to 1
 
 
-def window_operator(block: object, head_fusion: HeadFusion = "mean", batch: int = 0) -> _WindowOperator:
+def window_operator(block: BlockCapture, head_fusion: HeadFusion = "mean", batch: int = 0) -> _WindowOperator:
     """A block's head-fused attention with padding keys dropped and rows renormalised."""
     geom = geometry_of(block)
     attn = _block_attn(block, batch)
@@ -135,11 +136,12 @@ def _merge_left(v: torch.Tensor, fine: tuple[int, int], coarse: tuple[int, int])
     return (v / counts)[:, parent]  # (K, N_fine)
 
 
-def _check_blocks(blocks: Sequence[object]) -> None:
+def _check_blocks(blocks: Sequence[BlockCapture]) -> None:
+    """Refuse an empty list, ViT blocks and blocks out of forward order, each with its own message."""
     if len(blocks) == 0:
         raise ValueError("no attention blocks to roll out")
     for i, b in enumerate(blocks):
-        if getattr(b, "window_size", None) is None:
+        if not isinstance(b, SwinBlockCapture):
             raise ValueError(f"block {i} is not a Swin block (no windows); use the ViT rollout")
     for a, b in zip(blocks, blocks[1:]):
         if b.stage < a.stage or (b.stage == a.stage and tuple(b.grid_size) != tuple(a.grid_size)):
@@ -147,7 +149,7 @@ def _check_blocks(blocks: Sequence[object]) -> None:
 
 
 def swin_rollout_rows(
-    blocks: Sequence[object],
+    blocks: Sequence[BlockCapture],
     targets: torch.Tensor,
     *,
     alpha: float = 0.5,
@@ -179,7 +181,7 @@ def swin_rollout_rows(
 
 
 def swin_rollout(
-    blocks: Sequence[object],
+    blocks: Sequence[BlockCapture],
     target: Union[str, tuple[int, int]] = "mean",
     *,
     alpha: float = 0.5,
@@ -210,7 +212,7 @@ def swin_rollout(
 
 
 def swin_rollout_matrix(
-    blocks: Sequence[object],
+    blocks: Sequence[BlockCapture],
     *,
     alpha: float = 0.5,
     head_fusion: HeadFusion = "mean",
@@ -224,7 +226,7 @@ def swin_rollout_matrix(
 
 
 def query_attention_map(
-    block: object,
+    block: BlockCapture,
     query: tuple[int, int],
     *,
     head_fusion: HeadFusion = "mean",
@@ -248,7 +250,7 @@ def query_attention_map(
 
 
 def query_attention_image(
-    block: object,
+    block: BlockCapture,
     pixel: tuple[int, int],
     img_size: tuple[int, int],
     *,
@@ -256,10 +258,9 @@ def query_attention_image(
     batch: int = 0,
 ) -> torch.Tensor:
     """(img_H, img_W) window attention of the token under input pixel (py, px), drawn over the image."""
-    p = int(getattr(block, "token_px", 0) or 0)
-    if p <= 0:
-        raise ValueError("the block does not say how many pixels one token covers (token_px)")
-    H, W = block.grid_size
+    geom = geometry_of(block)
+    p = geom.token_px  # > 0: block_geometry refuses less
+    H, W = geom.grid_size
     y, x = int(pixel[0]) // p, int(pixel[1]) // p
     if not (0 <= y < H and 0 <= x < W) or pixel[0] < 0 or pixel[1] < 0:
         raise ValueError(f"pixel {tuple(pixel)} is outside the {H * p}x{W * p} area the tokens cover")

@@ -12,6 +12,10 @@ Note (timm's order, reproduced here on purpose): the regions are laid out on the
 agree. With padding, a few wrapped tokens share a region with tokens from the opposite edge and are
 not masked apart, and padding tokens (zero features) are never masked as keys; :func:`window_regions`
 shows the regions as the network applies them.
+
+:class:`BlockGeometry` and :func:`block_geometry` are defined in :mod:`attnviz.nets.windows` (the Swin
+block builds its windows from them) and re-exported here; a captured block carries its own
+(:func:`geometry_of`).
 """
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from attnviz.nets.windows import (
-    effective_window,
-    padded_size,
+from attnviz.nets.capture import BlockCapture, SwinBlockCapture
+from attnviz.nets.windows import (  # BlockGeometry and block_geometry re-exported: they live with the networks
+    BlockGeometry,
+    block_geometry,
     shift_attn_mask,
     shift_region_map,
     window_index_map,
@@ -55,53 +60,14 @@ class Rect:
         return Rect(y0, x0, y1, x1)
 
 
-@dataclass(frozen=True)
-class BlockGeometry:
-    """Window geometry of one Swin block on its stage grid."""
+def geometry_of(block: BlockCapture) -> BlockGeometry:
+    """Window geometry of a captured Swin block, exactly as the network ran it.
 
-    grid_size: tuple[int, int]  # (H, W) tokens at this stage
-    window_size: int  # M actually used (see effective_window)
-    shift_size: int  # s actually used (0: regular windows)
-    padded_size: tuple[int, int]  # (Hp, Wp)
-    token_px: int = 1  # side of one token in input pixels
-
-    @property
-    def num_windows(self) -> int:
-        return (self.padded_size[0] // self.window_size) * (self.padded_size[1] // self.window_size)
-
-    @property
-    def windows_per_row(self) -> int:
-        return self.padded_size[1] // self.window_size
-
-
-def block_geometry(
-    grid_size: tuple[int, int],
-    window_size: int,
-    shift_size: int = 0,
-    token_px: int = 1,
-    *,
-    resolve: bool = True,
-) -> BlockGeometry:
-    """Geometry of a block; ``resolve`` applies timm's rule that a map no larger than M is one window.
-
-    Pass ``resolve=False`` with the window and shift a capture reports (already resolved).
+    Raises ValueError for a ViT block capture, which has no windows.
     """
-    H, W = int(grid_size[0]), int(grid_size[1])
-    if H <= 0 or W <= 0:
-        raise ValueError(f"grid size must be positive, got {grid_size}")
-    if window_size <= 0 or shift_size < 0 or shift_size >= max(window_size, 1):
-        raise ValueError(f"need window_size > 0 and 0 <= shift < window, got M={window_size}, s={shift_size}")
-    M, s = effective_window((H, W), window_size, shift_size) if resolve else (window_size, shift_size)
-    return BlockGeometry((H, W), M, s, padded_size((H, W), M), token_px)
-
-
-def geometry_of(block: object) -> BlockGeometry:
-    """Geometry of a Swin :class:`~attnviz.nets.capture.BlockCapture` (as the network ran it)."""
-    M = getattr(block, "window_size", None)
-    if M is None:
-        raise ValueError("this block has no windows (not a Swin block)")
-    s = getattr(block, "shift_size", None) or 0
-    return block_geometry(tuple(block.grid_size), int(M), int(s), int(block.token_px or 1), resolve=False)
+    if not isinstance(block, SwinBlockCapture):
+        raise ValueError(f"block {block.index} has no windows (not a Swin block)")
+    return block.geometry
 
 
 def window_token_index(geom: BlockGeometry) -> torch.Tensor:

@@ -11,11 +11,11 @@ from typing import Callable, Optional
 
 import torch
 
-from .capture import BlockCapture
+from .capture import BlockCapture, SwinBlockCapture
 
 
 class Recorder:
-    """Collects one BlockCapture per attention block during a capturing forward pass.
+    """Collects one BlockCapture (Swin: SwinBlockCapture) per attention block during a capturing forward pass.
 
     keep_graph=False: probabilities are detached and moved to the CPU as float32 right away, so
     a GPU forward never holds more than one block's attention on the device.
@@ -32,8 +32,14 @@ class Recorder:
             return t
         return t.detach().to("cpu", torch.float32)
 
-    def add(self, probs: torch.Tensor, **geometry) -> None:
-        self.blocks.append(BlockCapture(index=len(self.blocks), attn=self.store(probs), **geometry))
+    def add(self, probs: torch.Tensor, **fields) -> None:
+        """Record a ViT block: ``fields`` are the other :class:`BlockCapture` fields."""
+        self.blocks.append(BlockCapture(index=len(self.blocks), attn=self.store(probs), **fields))
+
+    def add_swin(self, probs: torch.Tensor, **fields) -> None:
+        """Record a Swin block: ``fields`` are the other :class:`SwinBlockCapture` fields
+        (geometry, bias, attn_mask, logit_scale, ...), already detached by the block."""
+        self.blocks.append(SwinBlockCapture(index=len(self.blocks), attn=self.store(probs), **fields))
 
 
 def attend(

@@ -1,7 +1,11 @@
 """What one instrumented forward pass hands to the rest of attnviz.
 
 A Capture is plain data (tensors + geometry), no module references, so analysis, the session and the
-exporters can use it without knowing which network produced it.
+exporters can use it without knowing which network produced it. Block captures are typed per family:
+a ViT block is a :class:`BlockCapture`; a Swin block is a :class:`SwinBlockCapture`, which adds the
+window geometry the block ran, the shift mask and position bias it added to its logits and (v2) the
+temperature it multiplied its cosine similarities by. Analysis tells them apart with ``isinstance``
+and reads what the network applied instead of recomputing it beside the network.
 """
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from typing import Literal, Optional
 
 import torch
 
+from .windows import BlockGeometry
+
 
 @dataclass
 class BlockCapture:
-    """One attention block's probabilities and the geometry needed to draw them."""
+    """One attention block's probabilities and the token grid they are drawn on (ViT family)."""
 
     index: int  # forward order, counted across Swin stages, 0-based
     # Softmax probabilities, float32. ViT: (B, heads, N, N) over prefix + patch tokens.
@@ -25,14 +31,65 @@ class BlockCapture:
     grid_size: tuple[int, int] = (0, 0)
     # Side of one token of this block in input pixels (ViT: patch size; Swin: patch_size * 2**stage).
     token_px: int = 0
-    window_size: Optional[int] = None  # Swin: M
-    shift_size: Optional[int] = None  # Swin: cyclic shift applied before partitioning (0 = none)
-    padded_size: Optional[tuple[int, int]] = None  # Swin: grid after padding to a multiple of M
-    # Swin shifted blocks: additive mask (windows, M*M, M*M) with 0 and -100 as the network used it.
+
+    @property
+    def attn_mask(self) -> Optional[torch.Tensor]:
+        """None: a ViT block adds no mask to its logits (a SwinBlockCapture holds the one it added).
+
+        Kept on the base class so exporters that write "the mask, where there is one" need no family
+        test; analysis code asks ``isinstance(block, SwinBlockCapture)`` instead.
+        """
+        return None
+
+
+@dataclass(kw_only=True)
+class SwinBlockCapture(BlockCapture):
+    """One Swin window-attention block: probabilities plus everything the block added to its logits.
+
+    ``grid_size`` and ``token_px`` repeat ``geometry``'s (checked equal), so code written for any block
+    capture keeps reading them from the block.
+    """
+
+    geometry: BlockGeometry  # windows as the block ran them (effective window, shift, padding)
+    # Position bias added to every window's logits, per head: (heads, M*M, M*M), float32 on the CPU.
+    # v1: the learned table looked up by relative offset; v2: 16*sigmoid(cpb_mlp(log-spaced offsets)).
+    bias: torch.Tensor
+    # Shifted blocks: the additive mask (windows, M*M, M*M) with 0 and -100 as the block added it;
+    # None for an unshifted block.
     attn_mask: Optional[torch.Tensor] = None
-    # Swin: the position bias added to the logits per head, (heads, M*M, M*M)
-    # (v1: table[index]; v2: 16*sigmoid(cpb_mlp(log-spaced coords))).
-    bias: Optional[torch.Tensor] = None
+    # Swin v2: per-head temperature τ = exp(min(logit_scale, log 100)) the cosine similarities were
+    # multiplied by, (heads,) float32 on the CPU; None for v1 (scaled dot product, no temperature).
+    logit_scale: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        g = self.geometry
+        if tuple(self.grid_size) != tuple(g.grid_size) or self.token_px != g.token_px:
+            raise ValueError(
+                f"block grid {tuple(self.grid_size)} / token_px {self.token_px} differ from its geometry's "
+                f"{g.grid_size} / {g.token_px}"
+            )
+        M2 = g.window_size**2
+        if tuple(self.bias.shape) != (self.num_heads, M2, M2):
+            raise ValueError(f"position bias must be ({self.num_heads}, {M2}, {M2}), got {tuple(self.bias.shape)}")
+        if self.attn_mask is not None and tuple(self.attn_mask.shape) != (g.num_windows, M2, M2):
+            raise ValueError(f"shift mask must be ({g.num_windows}, {M2}, {M2}), got {tuple(self.attn_mask.shape)}")
+        if self.logit_scale is not None and tuple(self.logit_scale.shape) != (self.num_heads,):
+            raise ValueError(f"logit scale must be ({self.num_heads},), got {tuple(self.logit_scale.shape)}")
+
+    @property
+    def window_size(self) -> int:
+        """M the block used (smaller than configured when the stage map is smaller than the window)."""
+        return self.geometry.window_size
+
+    @property
+    def shift_size(self) -> int:
+        """Cyclic shift applied before partitioning (0 = regular windows)."""
+        return self.geometry.shift_size
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """(Hp, Wp): the stage grid after padding bottom/right to a multiple of M."""
+        return self.geometry.padded_size
 
 
 @dataclass
@@ -41,7 +98,7 @@ class Capture:
 
     family: Literal["vit", "swin"]
     logits: Optional[torch.Tensor]  # (B, classes), float32 on the CPU; None without a classifier
-    blocks: list[BlockCapture] = field(default_factory=list)
+    blocks: list[BlockCapture] = field(default_factory=list)  # Swin: every entry is a SwinBlockCapture
     img_size: tuple[int, int] = (0, 0)  # (H, W) of the input actually fed
     patch_size: int = 0
     grid_size: tuple[int, int] = (0, 0)  # patch grid of the input (Swin: first stage)

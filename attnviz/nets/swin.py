@@ -20,8 +20,8 @@ from .attention import Recorder, attend
 from .capture import Capture
 from .config import SwinConfig
 from .vit import Mlp
-from .windows import (effective_window, log_spaced_coords, padded_size, relative_position_index,
-                      shift_attn_mask, window_partition, window_reverse)
+from .windows import (block_geometry, log_spaced_coords, relative_position_index, shift_attn_mask,
+                      window_partition, window_reverse)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # v2 clamps the learned temperature at 100
 
@@ -103,16 +103,17 @@ class WindowAttentionV2(nn.Module):
         qkv = F.linear(x, self.qkv.weight, bias).reshape(Bw, N, 3, self.num_heads, -1)  # (B*nW, N, 3, heads, hd)
         return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B*nW, heads, N, hd)
 
-    def _tau(self) -> torch.Tensor:
+    def temperature(self) -> torch.Tensor:
+        """(heads, 1, 1) τ = exp(min(logit_scale, log 100)): what each head multiplies cosines by."""
         return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # (heads, 1, 1)
 
     def logits(self, q, k, bias):
         cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B*nW, heads, N, N)
-        return cos * self._tau() + bias
+        return cos * self.temperature() + bias
 
     def fused(self, q, k, v, bias):
         # the temperature folded into q: softmax((q̂·τ)·k̂ᵀ + bias), the same function as logits()
-        return F.scaled_dot_product_attention(F.normalize(q, dim=-1) * self._tau(), F.normalize(k, dim=-1), v,
+        return F.scaled_dot_product_attention(F.normalize(q, dim=-1) * self.temperature(), F.normalize(k, dim=-1), v,
                                               attn_mask=bias.to(q.dtype), scale=1.0)
 
 
@@ -136,12 +137,14 @@ class SwinBlock(nn.Module):
 
     def _window_attn(self, x: torch.Tensor, rec: Optional[Recorder], token_px: int) -> torch.Tensor:
         B, H, W, C = x.shape
-        M, s = effective_window((H, W), self.target_window, self.target_shift)
+        # The one geometry record: the windows below are run by it and the capture hands it on.
+        geom = block_geometry((H, W), self.target_window, self.target_shift, token_px)
+        M, s = geom.window_size, geom.shift_size
+        Hp, Wp = geom.padded_size
+        nW = geom.num_windows
         if s:
             x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-        Hp, Wp = padded_size((H, W), M)
         x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))  # (B, Hp, Wp, C)
-        nW = (Hp // M) * (Wp // M)
         win = window_partition(x, M).reshape(-1, M * M, C)  # (B*nW, M², C)
 
         pos_bias = self.attn.position_bias(M)  # (heads, M², M²)
@@ -153,11 +156,12 @@ class SwinBlock(nn.Module):
         q, k, v = self.attn.qkv_split(win)
         record = None
         if rec is not None:
-            geometry = dict(num_heads=self.num_heads, stage=self.stage, grid_size=(H, W), token_px=token_px,
-                            window_size=M, shift_size=s, padded_size=(Hp, Wp),
-                            attn_mask=None if mask is None else mask.detach().cpu().float(),
-                            bias=pos_bias.detach().cpu().float())
-            record = lambda p: rec.add(p.view(B, nW, self.num_heads, M * M, M * M), **geometry)  # noqa: E731
+            tau = self.attn.temperature() if isinstance(self.attn, WindowAttentionV2) else None  # (heads, 1, 1)
+            applied = dict(num_heads=self.num_heads, stage=self.stage, grid_size=(H, W), token_px=token_px,
+                           geometry=geom, bias=pos_bias.detach().cpu().float(),
+                           attn_mask=None if mask is None else mask.detach().cpu().float(),
+                           logit_scale=None if tau is None else tau.detach().cpu().float().reshape(-1))  # (heads,)
+            record = lambda p: rec.add_swin(p.view(B, nW, self.num_heads, M * M, M * M), **applied)  # noqa: E731
         out = attend(lambda: self.attn.logits(q, k, bias), v,
                      lambda: self.attn.fused(q, k, v, bias), record)  # (B*nW, heads, M², hd)
         out = out.transpose(1, 2).reshape(-1, M * M, C)  # (B*nW, M², C)
@@ -247,8 +251,16 @@ class SwinTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
 
-    def capture(self, x: torch.Tensor, keep_graph: bool = False) -> Capture:
-        """Forward with every block's window attention recorded (see Recorder for keep_graph)."""
+    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True) -> Capture:
+        """Forward with every block's window attention recorded (see Recorder for keep_graph).
+
+        ``use_pos_embed`` exists so every network takes the same capture arguments; Swin has no
+        absolute position embedding to leave out (its position information is the relative bias
+        inside each window's logits), so False is refused rather than silently ignored.
+        """
+        if not use_pos_embed:
+            raise ValueError("Swin has no absolute position embedding to turn off (its position information "
+                             "is the relative position bias inside each window)")
         rec = Recorder(keep_graph)
         out = self._run(x, rec)
         logits = None

@@ -128,8 +128,6 @@ class VisionTransformer(nn.Module):
             self.pos_embed = nn.Parameter(torch.randn(1, n, C) * 0.02)
         else:
             self.pos_embed = None
-        # Switch for the permutation demonstration: False skips the position embedding entirely.
-        self.use_pos_embed = True
         self.norm_pre = nn.LayerNorm(C, eps=cfg.norm_eps) if cfg.pre_norm else nn.Identity()
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.norm = nn.Identity() if cfg.fc_norm else nn.LayerNorm(C, eps=cfg.norm_eps)
@@ -155,13 +153,17 @@ class VisionTransformer(nn.Module):
         return resample_pos_embed(self.pos_embed, grid, cfg.grid_size, n_prefix,
                                   cfg.pos_interp, cfg.pos_interp_antialias)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Image (B, 3, H, W) -> tokens (B, prefix + gh*gw, C) with position embeddings added."""
+    def embed(self, x: torch.Tensor, use_pos_embed: bool = True) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image (B, 3, H, W) -> tokens (B, prefix + gh*gw, C) and the patch grid (gh, gw).
+
+        The position embedding is added unless ``use_pos_embed`` is False: the permutation lesson runs
+        the same weights without it, per call, so no switch on the network can be left set.
+        """
         x = self.patch_embed(x)  # (B, gh, gw, C)
         B, gh, gw, C = x.shape
         x = x.reshape(B, gh * gw, C)  # (B, gh*gw, C)
         prefix = [t.expand(B, -1, -1) for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
-        pos = self.pos_embed_for((gh, gw)) if self.use_pos_embed else None
+        pos = self.pos_embed_for((gh, gw)) if use_pos_embed else None
         if pos is not None and self.config.no_embed_class:
             x = x + pos
             pos = None
@@ -170,8 +172,8 @@ class VisionTransformer(nn.Module):
             x = x + pos
         return x, (gh, gw)
 
-    def _run(self, x: torch.Tensor, rec: Optional[Recorder]) -> torch.Tensor:
-        x, grid = self.embed(x)
+    def _run(self, x: torch.Tensor, rec: Optional[Recorder], use_pos_embed: bool = True) -> torch.Tensor:
+        x, grid = self.embed(x, use_pos_embed)
         x = self.norm_pre(x)
         cfg = self.config
         record = None if rec is None else partial(rec.add, num_heads=cfg.num_heads, grid_size=grid,
@@ -199,10 +201,14 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
 
-    def capture(self, x: torch.Tensor, keep_graph: bool = False) -> Capture:
-        """Forward with every block's attention recorded (see Recorder for keep_graph)."""
+    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True) -> Capture:
+        """Forward with every block's attention recorded (see Recorder for keep_graph).
+
+        ``use_pos_embed=False`` leaves the absolute position embedding out of this one pass (the
+        permutation-equivariance lesson); a model without one runs the same either way.
+        """
         rec = Recorder(keep_graph)
-        out = self._run(x, rec)
+        out = self._run(x, rec, use_pos_embed)
         logits = None
         if self.head is not None:
             logits = out if keep_graph else out.detach().to("cpu", torch.float32)

@@ -4,10 +4,15 @@ The networks use these, and so does ``attnviz.analysis`` when it draws windows a
 drawn is by construction what the network applied. Conventions follow timm's Swin: feature maps are
 (B, H, W, C), windows are enumerated row-major over the padded grid, a shifted block rolls the map by
 (-s, -s) before partitioning and the mask separates the regions the roll brought together.
+
+:class:`BlockGeometry` is the one record of where a block's windows lie; the Swin block computes it
+with :func:`block_geometry` before it partitions, runs its windows by it and hands the same object to
+its capture, so analysis draws exactly the geometry the network ran.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -47,6 +52,49 @@ def padded_size(resolution: tuple[int, int], window_size: int) -> tuple[int, int
     H, W = resolution
     M = window_size
     return (math.ceil(H / M) * M, math.ceil(W / M) * M)
+
+
+@dataclass(frozen=True)
+class BlockGeometry:
+    """Window geometry of one Swin block on its stage grid, as the block runs it."""
+
+    grid_size: tuple[int, int]  # (H, W) tokens at this stage
+    window_size: int  # M actually used (see effective_window)
+    shift_size: int  # s actually used (0: regular windows)
+    padded_size: tuple[int, int]  # (Hp, Wp)
+    token_px: int = 1  # side of one token in input pixels
+
+    @property
+    def num_windows(self) -> int:
+        return (self.padded_size[0] // self.window_size) * (self.padded_size[1] // self.window_size)
+
+    @property
+    def windows_per_row(self) -> int:
+        return self.padded_size[1] // self.window_size
+
+
+def block_geometry(
+    grid_size: tuple[int, int],
+    window_size: int,
+    shift_size: int = 0,
+    token_px: int = 1,
+    *,
+    resolve: bool = True,
+) -> BlockGeometry:
+    """Geometry of a block; ``resolve`` applies timm's rule that a map no larger than M is one window.
+
+    The network passes its configured window and shift (``resolve=True``); pass ``resolve=False`` with
+    a window and shift that are already the ones used.
+    """
+    H, W = int(grid_size[0]), int(grid_size[1])
+    if H <= 0 or W <= 0:
+        raise ValueError(f"grid size must be positive, got {grid_size}")
+    if window_size <= 0 or shift_size < 0 or shift_size >= max(window_size, 1):
+        raise ValueError(f"need window_size > 0 and 0 <= shift < window, got M={window_size}, s={shift_size}")
+    if token_px <= 0:
+        raise ValueError(f"a token covers at least one pixel, got token_px={token_px}")
+    M, s = effective_window((H, W), window_size, shift_size) if resolve else (window_size, shift_size)
+    return BlockGeometry((H, W), M, s, padded_size((H, W), M), int(token_px))
 
 
 def shift_region_map(padded: tuple[int, int], window_size: int, shift_size: int) -> torch.Tensor:

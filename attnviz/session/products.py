@@ -221,7 +221,7 @@ def _relevance(ctx: Context, method: str, query: Query, options: MixOptions, cla
     c = predicted_class(ctx) if class_idx is None else int(class_idx)
     m, g = ctx.model, ctx.geometry
     if c not in ctx.gradients:
-        A, G, _logits, _cap = attention_gradients(m.net, ctx.x.to(m.device, m.dtype), c)
+        A, G, _logits, _cap = attention_gradients(m.net, ctx.x.to(m.device, m.dtype), c, ctx.use_pos_embed)
         ctx.gradients[c] = (A, G)
     A, G = ctx.gradients[c]
     row = relevance_row(A, G, _start(ctx, query), method, options=options, num_prefix_tokens=g.num_prefix_tokens)

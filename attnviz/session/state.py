@@ -172,8 +172,7 @@ class Session:
 
         def work():
             x = preprocess(img, model.info.preprocess)  # (3, H, W)
-            kwargs = {} if use_pe else {"use_pos_embed": False}
-            cap = model.capture(x, **kwargs)
+            cap = model.capture(x, use_pos_embed=use_pe)
             return denormalize(x, model.info.preprocess), x.unsqueeze(0), cap
 
         self.worker.submit("capture", work, self._captured, self._fail)

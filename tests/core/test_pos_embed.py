@@ -15,6 +15,9 @@ from attnviz.analysis.pos_embed import (
     attention_bias_image,
     bias_for_query,
     bias_matrix,
+    captured_bias,
+    captured_bias_image,
+    captured_logit_scale,
     cosine_similarity_grid,
     patch_position_embeddings,
     position_similarity,
@@ -214,6 +217,41 @@ def test_bias_equals_what_the_network_captured(version):
         assert torch.allclose(bias_matrix(img), bc.bias, atol=1e-6)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_captured_bias_and_temperature_equal_the_modules_and_timm(version):
+    tm, net = _swin_pair(version, img=40)  # 10x10 then 5x5 grids, windows 4 (padded)
+    with torch.no_grad():
+        for name, p in tm.named_parameters():
+            if "logit_scale" in name:
+                p.normal_(2.0, 2.0)  # some heads above the clamp at log 100
+    net.load_state_dict(tm.state_dict(), strict=False)
+    cap = net.capture(torch.randn(1, 3, 40, 40))
+    ours = [b for stage in net.layers for b in stage.blocks]
+    theirs = [b for stage in tm.layers for b in stage.blocks]
+    for mod, ref, bc in zip(ours, theirs, cap.blocks):
+        M = bc.window_size
+        img = attention_bias_image(mod.attn, window_size=M)  # (heads, 2M-1, 2M-1) from the module
+        assert torch.allclose(captured_bias(bc), bias_matrix(img), atol=1e-6)
+        assert torch.allclose(captured_bias_image(bc), img, atol=1e-6)
+        if version == 1:
+            timm_bias = ref.attn._get_rel_pos_bias()[0]  # (heads, M², M²)
+            with pytest.raises(ValueError, match="no logit scale"):
+                captured_logit_scale(bc)
+        else:
+            a = ref.attn
+            table = a.cpb_mlp(a.relative_coords_table).view(-1, bc.num_heads)
+            timm_bias = 16 * torch.sigmoid(table[a.relative_position_index.view(-1)].view(M * M, M * M, -1)
+                                           .permute(2, 0, 1))  # (heads, M², M²)
+            tau = captured_logit_scale(bc)  # (heads,)
+            assert torch.allclose(tau, v2_logit_scale(mod.attn))
+            assert torch.allclose(tau, torch.clamp(a.logit_scale, max=math.log(100)).exp().flatten())
+        assert torch.allclose(captured_bias(bc), timm_bias.detach(), atol=1e-5)
+    vit = create_net(ViTConfig(img_size=(32, 32), patch_size=8, embed_dim=16, depth=1, num_heads=2,
+                               mlp_hidden_dim=32, num_classes=0)).eval()
+    with pytest.raises(ValueError, match="not a Swin block"):
+        captured_bias(vit.capture(torch.randn(1, 3, 32, 32)).blocks[0])
+
+
 def test_v1_bias_for_a_window_smaller_than_the_table_is_the_central_part():
     # A 3x3 stage map with a 4x4 trained window: the net uses a 3x3 window and the central offsets.
     torch.manual_seed(0)
@@ -230,5 +268,6 @@ def test_v1_bias_for_a_window_smaller_than_the_table_is_the_central_part():
     img = attention_bias_image(net.layers[1].blocks[0].attn, window_size=3)
     assert img.shape == (2, 5, 5)
     assert torch.allclose(bias_matrix(img), last.bias)
+    assert torch.allclose(captured_bias_image(last), img)
     with pytest.raises(ValueError, match="does not fit"):
         attention_bias_image(net.layers[1].blocks[0].attn, window_size=5)

@@ -124,3 +124,22 @@ def test_not_applicable_says_why():
     assert isinstance(r, Unavailable) and "no classifier head" in r.reason
     view.query = Prefix(0)
     assert isinstance(p.get("rollout").map, np.ndarray)
+
+
+def test_relevance_follows_the_position_embedding_switch_of_the_capture():
+    from attnviz.analysis.query import patch_map
+    from attnviz.analysis.relevance import attention_gradients, relevance_row
+
+    ctx = _context()
+    with torch.inference_mode():
+        ctx.capture = ctx.model.net.capture(ctx.x, use_pos_embed=False)
+    ctx.use_pos_embed = False
+    p, view = _products(ctx)
+    got = p.get("chefer").map
+    c = int(ctx.capture.logits[0].argmax())
+    A, G, _, _ = attention_gradients(ctx.model.net, ctx.x, c, use_pos_embed=False)
+    want = patch_map(relevance_row(A, G, 0, "chefer", num_prefix_tokens=1), 1, (4, 4), normalize="max")
+    np.testing.assert_array_equal(got, want)
+    A_on, G_on, _, _ = attention_gradients(ctx.model.net, ctx.x, c)
+    assert not np.allclose(patch_map(relevance_row(A_on, G_on, 0, "chefer", num_prefix_tokens=1), 1, (4, 4),
+                                     normalize="max"), got)

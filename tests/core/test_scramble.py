@@ -17,13 +17,11 @@ from attnviz.analysis.scramble import (
     inverse_permutation,
     permutation_matrix,
     permute_attention,
-    position_embeddings,
     random_permutation,
     reverse_permutation,
     swap_permutation,
     unpermute_attention,
     window_permutation,
-    without_position_embeddings,
 )
 from attnviz.nets import ModelInfo, SwinConfig, ViTConfig, build_model, create_net
 
@@ -165,34 +163,32 @@ def test_equivariance_without_position_embeddings(tiny_vit):
     assert off.is_equivariant()
     assert on.logits_max_abs_diff > 1e-3 and on.max_attn_diff > 1e-2  # far above float precision
     assert not on.is_equivariant()
-    assert tiny_vit.use_pos_embed is True  # restored
+    assert not hasattr(tiny_vit, "use_pos_embed")  # an argument of the capture, no switch left on the net
 
 
-def test_position_switch_restores_state(tiny_vit):
+def test_position_embeddings_off_is_an_argument_of_one_capture(tiny_vit):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         with_pe = tiny_vit(x)
-        with without_position_embeddings(tiny_vit):
-            assert tiny_vit.use_pos_embed is False
-            without = tiny_vit(x)
-        assert tiny_vit.use_pos_embed is True
-        with pytest.raises(RuntimeError):
-            with position_embeddings(tiny_vit, False):
-                raise RuntimeError("boom")
-        assert tiny_vit.use_pos_embed is True
-        assert torch.equal(tiny_vit(x), with_pe)
+        without = tiny_vit.capture(x, use_pos_embed=False).logits
+        assert torch.allclose(tiny_vit.capture(x).logits, with_pe, atol=1e-5)  # the default uses them
+        tokens, _ = tiny_vit.embed(x, use_pos_embed=False)  # (1, 2 + 16, C)
+        assert torch.allclose(tiny_vit.embed(x)[0] - tokens, tiny_vit.pos_embed.expand_as(tokens), atol=1e-6)
+        assert torch.equal(tiny_vit(x), with_pe)  # nothing stayed switched off
     assert not torch.allclose(with_pe, without)
-    with pytest.raises(ValueError, match="no switchable position embedding"):
-        with position_embeddings(torch.nn.Linear(2, 2), False):
-            pass
+    swin = create_net(SwinConfig(img_size=(32, 32), embed_dim=8, depths=(2,), num_heads=(1,), window_size=(4,),
+                                 num_classes=2)).eval()
+    with pytest.raises(ValueError, match="no absolute position embedding"):
+        swin.capture(torch.randn(1, 3, 32, 32), use_pos_embed=False)
 
 
 def test_equivariance_check_rejects_swin_and_bad_input(tiny_vit):
     swin = create_net(SwinConfig(img_size=(32, 32), embed_dim=8, depths=(2,), num_heads=(1,), window_size=(4,),
                                  num_classes=2)).eval()
-    swin.use_pos_embed = True  # even if someone adds the attribute, windows are not permutation-free
-    with pytest.raises(ValueError, match="ViT-family"):
+    with pytest.raises(ValueError, match="ViT-family"):  # with position embeddings or without
         equivariance_check(swin, torch.randn(1, 3, 32, 32), random_permutation((8, 8)))
+    with pytest.raises(ValueError, match="ViT-family"):
+        equivariance_check(swin, torch.randn(1, 3, 32, 32), random_permutation((8, 8)), use_pos_embed=False)
     with pytest.raises(ValueError, match="has 4 entries, the grid has 16"):
         equivariance_check(tiny_vit, torch.randn(1, 3, 32, 32), [0, 1, 2, 3])
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):

@@ -9,9 +9,9 @@ import torch
 
 from attnviz.analysis.flow import Cancelled
 from attnviz.analysis.stats import dataset_head_stats, head_stats, swin_block_stats, vit_block_stats
-from attnviz.analysis.windows import geometry_of, window_token_index
+from attnviz.analysis.windows import block_geometry, geometry_of, window_token_index
 from attnviz.nets import ModelInfo, SwinConfig, ViTConfig, build_model, create_net
-from attnviz.nets.capture import BlockCapture, Capture
+from attnviz.nets.capture import Capture, SwinBlockCapture
 
 # One class token and a 1x3 patch grid; rows: queries [cls, p0, p1, p2], columns: keys in the same order.
 ATTN_1x3 = np.array([
@@ -75,8 +75,9 @@ def test_swin_block_leaves_padding_out():
     M, grid = 2, (3, 3)  # padded to 4x4: four windows, the last holds one real token
     x = rng.normal(size=(2, 4, 3, M * M, M * M)) * 2
     attn = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
-    blk = BlockCapture(index=0, attn=torch.tensor(attn, dtype=torch.float32), num_heads=3, grid_size=grid,
-                       token_px=8, window_size=M, shift_size=0, padded_size=(4, 4))
+    blk = SwinBlockCapture(index=0, attn=torch.tensor(attn, dtype=torch.float32), num_heads=3, grid_size=grid,
+                           token_px=8, geometry=block_geometry(grid, M, 0, 8), bias=torch.zeros(3, M * M, M * M))
+    assert blk.padded_size == (4, 4)
     real = window_token_index(geometry_of(blk)) >= 0  # (nW, M²)
     assert real.sum() == 9
     assert real[3].tolist() == [True, False, False, False]

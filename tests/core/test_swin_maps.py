@@ -16,8 +16,8 @@ from attnviz.analysis.swin_maps import (
     swin_rollout_matrix,
     swin_rollout_rows,
 )
-from attnviz.nets import BlockCapture, ModelInfo, SwinConfig, build_model
-from attnviz.nets.windows import effective_window, padded_size
+from attnviz.nets import BlockCapture, ModelInfo, SwinBlockCapture, SwinConfig, build_model
+from attnviz.nets.windows import block_geometry, effective_window, padded_size
 
 
 def _timm_slots(res: tuple[int, int], M: int, s: int) -> torch.Tensor:
@@ -37,9 +37,11 @@ def _timm_slots(res: tuple[int, int], M: int, s: int) -> torch.Tensor:
 
 
 def _block(index: int, stage: int, res: tuple[int, int], M: int, s: int, attn: torch.Tensor, heads: int = 1):
-    M, s = effective_window(res, M, s)
-    return BlockCapture(index=index, attn=attn, num_heads=heads, stage=stage, grid_size=res, token_px=4 * 2**stage,
-                        window_size=M, shift_size=s, padded_size=padded_size(res, M))
+    px = 4 * 2**stage
+    geom = block_geometry(res, M, s, px)  # resolves the effective window and shift
+    M2 = geom.window_size**2
+    return SwinBlockCapture(index=index, attn=attn, num_heads=heads, stage=stage, grid_size=res, token_px=px,
+                            geometry=geom, bias=torch.zeros(heads, M2, M2))
 
 
 def _attn_from_rule(res, M, s, rule, heads: int = 1) -> torch.Tensor:

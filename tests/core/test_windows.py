@@ -178,3 +178,42 @@ def test_geometry_of_captured_blocks_matches_the_network():
             # Masked pairs really got (numerically) zero attention.
             blocked = (b.attn_mask < 0)[None, :, None]  # (1, nW, 1, M², M²)
             assert float(b.attn[blocked.expand_as(b.attn)].max()) < 1e-20
+
+
+def test_captured_swin_blocks_are_typed_and_vit_blocks_have_no_geometry():
+    from attnviz.analysis import windows as analysis_windows
+    from attnviz.nets import windows as net_windows
+    from attnviz.nets import BlockCapture, SwinBlockCapture, ViTConfig, create_net
+
+    # One definition, reachable from both places.
+    assert analysis_windows.BlockGeometry is net_windows.BlockGeometry
+    assert analysis_windows.block_geometry is net_windows.block_geometry
+    torch.manual_seed(0)
+    swin = create_net(SwinConfig(version=2, img_size=(40, 40), patch_size=4, embed_dim=8, depths=(2, 2),
+                                 num_heads=(1, 2), window_size=(4, 4), pretrained_window_size=(0, 0),
+                                 num_classes=0)).eval()
+    cap = swin.capture(torch.randn(1, 3, 40, 40))  # 10x10 then 5x5, windows 4, padded
+    for b in cap.blocks:
+        assert isinstance(b, SwinBlockCapture)
+        assert geometry_of(b) is b.geometry
+        assert (b.window_size, b.shift_size, b.padded_size) == (b.geometry.window_size, b.geometry.shift_size,
+                                                                b.geometry.padded_size)
+        assert b.geometry.grid_size == b.grid_size and b.geometry.token_px == b.token_px
+        assert b.bias.shape == (b.num_heads, 16, 16) and b.logit_scale.shape == (b.num_heads,)
+        assert (b.attn_mask is None) == (b.shift_size == 0)
+        with pytest.raises(AttributeError):
+            b.window_size = 3  # derived from the geometry, read-only
+    vit = create_net(ViTConfig(img_size=(32, 32), patch_size=8, embed_dim=16, depth=1, num_heads=2,
+                               mlp_hidden_dim=32, num_classes=0)).eval()
+    blk = vit.capture(torch.randn(1, 3, 32, 32)).blocks[0]
+    assert type(blk) is BlockCapture and blk.attn_mask is None
+    with pytest.raises(ValueError, match="block 0 has no windows"):
+        geometry_of(blk)
+    # A Swin capture whose fields disagree with its geometry is refused when it is made.
+    g = block_geometry((5, 5), 4, 2, 8)
+    with pytest.raises(ValueError, match="differ from its geometry"):
+        SwinBlockCapture(index=0, attn=torch.zeros(1, 4, 1, 16, 16), num_heads=1, grid_size=(5, 6), token_px=8,
+                         geometry=g, bias=torch.zeros(1, 16, 16))
+    with pytest.raises(ValueError, match="position bias must be"):
+        SwinBlockCapture(index=0, attn=torch.zeros(1, 4, 1, 16, 16), num_heads=1, grid_size=(5, 5), token_px=8,
+                         geometry=g, bias=torch.zeros(2, 16, 16))
