@@ -31,6 +31,19 @@ def mosaic(tiles: list[list[np.ndarray]], gap: int = 1) -> tuple[np.ndarray, tup
     return out, (h, w)
 
 
+def image_plot(left: str, bottom: str) -> tuple[pg.PlotWidget, pg.ImageItem]:
+    """A plot with labelled axes holding one image, rows downwards, square pixels."""
+    plot = pg.PlotWidget()
+    plot.setBackground(pg.mkColor(30, 30, 34))
+    plot.invertY(True)
+    plot.setAspectLocked(True)
+    plot.setLabel("left", left)
+    plot.setLabel("bottom", bottom)
+    img = pg.ImageItem()
+    plot.addItem(img)
+    return plot, img
+
+
 class HeadsPanel(Panel):
     title = "Heads"
     help_text = ("Each head of a block computes its own softmax(q·k/√d) and so looks somewhere else: one "
@@ -62,14 +75,7 @@ class HeadsPanel(Panel):
         self.arrays: list[np.ndarray] = []  # what each tile shows, for tests and export
         self.grid.scene().sigMouseClicked.connect(self._tile_clicked)
         # all blocks × heads
-        self.overview = pg.PlotWidget()
-        self.overview.setBackground(pg.mkColor(30, 30, 34))
-        self.overview.invertY(True)
-        self.overview.setAspectLocked(True)
-        self.overview.setLabel("left", "block")
-        self.overview.setLabel("bottom", "head")
-        self.overview_img = pg.ImageItem()
-        self.overview.addItem(self.overview_img)
+        self.overview, self.overview_img = image_plot("block", "head")
         self.overview_sel = pg.QtWidgets.QGraphicsRectItem()
         self.overview_sel.setPen(SELECTED)
         self.overview.addItem(self.overview_sel)
@@ -78,14 +84,7 @@ class HeadsPanel(Panel):
         self.overview.scene().sigMouseClicked.connect(self._overview_clicked)
         self.tabs.addTab(self.overview, "All blocks")
         # matrix
-        self.matrix = pg.PlotWidget()
-        self.matrix.setBackground(pg.mkColor(30, 30, 34))
-        self.matrix.invertY(True)
-        self.matrix.setAspectLocked(True)
-        self.matrix.setLabel("left", "query token")
-        self.matrix.setLabel("bottom", "key token")
-        self.matrix_img = pg.ImageItem()
-        self.matrix.addItem(self.matrix_img)
+        self.matrix, self.matrix_img = image_plot("query token", "key token")
         self.matrix_row = pg.InfiniteLine(angle=0, pen=pg.mkPen(80, 220, 255, width=1.5))
         self.matrix.addItem(self.matrix_row)
         self.matrix_array: Optional[np.ndarray] = None
