@@ -10,8 +10,9 @@ from typing import Optional
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel, QListWidget,
-                               QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QSlider, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
+                               QListWidget, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
+                               QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from ..session import Session
 from ..session.shown import head_name
@@ -30,6 +31,12 @@ MODEL_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin *.ckpt *.json);;All 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
 LAYOUT_VERSION = 3  # bump when the set or names of docks change, so an old layout is not restored
 MAX_RECENT = 10
+KEYS_HELP = ("↓ / ↑: next / previous block\nHome / End: first / last block\n"
+             "→ / ←: next / previous head (then the fusions mean, max, min)\n"
+             "Shift + arrows: move the query patch\nEsc: back to the default query (class token or centre patch)\n"
+             "Click: make a patch the query · wheel: zoom · drag: pan · double-click: fit\n"
+             "F11: full screen · Ctrl+= / Ctrl+-: larger / smaller text\n"
+             "Ctrl+O: open an image · Ctrl+M: open a model · Ctrl+B: model browser · F1: this list")
 
 
 class ErrorBanner(QWidget):
@@ -55,12 +62,10 @@ class ErrorBanner(QWidget):
         lay.addWidget(self.all)
         lay.addWidget(self.dismiss)
         self.setStyleSheet("background:#6b1d1d;color:#ffe3e3")
-        self.setVisible(False)
-        session.errors_changed.connect(self.update_text)
+        session.errors_changed.connect(self.update_text)  # the window shows and hides the bar that holds it
 
     def update_text(self) -> None:
         errs = self.session.errors
-        self.setVisible(bool(errs))
         if errs:
             more = f" ({len(errs)} messages)" if len(errs) > 1 else ""
             self.text.setText(f"⚠ {errs[-1].message}{more}")
@@ -91,6 +96,8 @@ class MainWindow(QMainWindow):
         session.busy.connect(self._busy)
         session.error.connect(self._error)
         session.model_loaded.connect(lambda: self._remember("recent/models", session.doc.model_path))
+        session.model_loaded.connect(lambda: self._working(None))
+        session.image_loaded.connect(lambda: self._working(None))
         session.image_loaded.connect(lambda: self._remember("recent/images", session.doc.image_path))
         for name in ("block", "head", "query", "method"):
             session.view.signal(name).connect(lambda *_: self._view_changed())
@@ -126,12 +133,15 @@ class MainWindow(QMainWindow):
                   QLabel(" Map "), self.method, QLabel("  "), self.query_label, self.reset_query):
             tb.addWidget(w)
         self.banner = ErrorBanner(self.session, self.show_messages)
-        holder = QWidget()
-        lay = QVBoxLayout(holder)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.banner)
-        holder.setMaximumHeight(80)
-        self.setCentralWidget(holder)
+        self.addToolBarBreak()
+        bar = QToolBar("Messages")
+        bar.setObjectName("toolbar-messages")
+        bar.setMovable(False)
+        bar.addWidget(self.banner)
+        self.addToolBar(bar)
+        self.banner_bar = bar
+        self.session.errors_changed.connect(lambda: bar.setVisible(bool(self.session.errors)))
+        bar.setVisible(False)
 
     def _docks(self) -> None:
         areas = {"image": Qt.DockWidgetArea.LeftDockWidgetArea, "heads": Qt.DockWidgetArea.RightDockWidgetArea,
@@ -202,16 +212,18 @@ class MainWindow(QMainWindow):
         self._fill_recent()
 
         nav = self.menuBar().addMenu("&Navigate")
-        self._action(nav, "Next block", lambda: setattr(v, "block", v.block + 1), "Down")
-        self._action(nav, "Previous block", lambda: setattr(v, "block", v.block - 1), "Up")
-        self._action(nav, "First block", lambda: setattr(v, "block", 0), "Home")
-        self._action(nav, "Last block", lambda: setattr(v, "block", v.limits.num_blocks - 1), "End")
-        self._action(nav, "Next head", lambda: v.step_head(+1), "Right")
-        self._action(nav, "Previous head", lambda: v.step_head(-1), "Left")
+        K, shift = Qt.Key, Qt.KeyboardModifier.ShiftModifier
+        for text, key, slot in (("Next block", K.Key_Down, lambda: setattr(v, "block", v.block + 1)),
+                                ("Previous block", K.Key_Up, lambda: setattr(v, "block", v.block - 1)),
+                                ("First block", K.Key_Home, lambda: setattr(v, "block", 0)),
+                                ("Last block", K.Key_End, lambda: setattr(v, "block", v.limits.num_blocks - 1)),
+                                ("Next head", K.Key_Right, lambda: v.step_head(+1)),
+                                ("Previous head", K.Key_Left, lambda: v.step_head(-1))):
+            self._action(nav, text, slot, QKeySequence(key))
         self._action(nav, "Reset query", s.reset_query, "Escape")
-        for text, d, key in (("Query up", (-1, 0), "Shift+Up"), ("Query down", (1, 0), "Shift+Down"),
-                             ("Query left", (0, -1), "Shift+Left"), ("Query right", (0, 1), "Shift+Right")):
-            self._action(nav, text, lambda _c=False, d=d: s.move_query(*d), key)
+        for text, d, key in (("Query up", (-1, 0), K.Key_Up), ("Query down", (1, 0), K.Key_Down),
+                             ("Query left", (0, -1), K.Key_Left), ("Query right", (0, 1), K.Key_Right)):
+            self._action(nav, text, lambda _c=False, d=d: s.move_query(*d), QKeySequence(shift | key))
 
         view = self.menuBar().addMenu("&View")
         for d in self.docks.values():
@@ -223,6 +235,7 @@ class MainWindow(QMainWindow):
         self._action(view, "Smaller text", lambda: self.zoom_text(-1), "Ctrl+-")
 
         h = self.menuBar().addMenu("&Help")
+        self._action(h, "Keys…", self.show_keys, "F1")
         self._action(h, "Messages…", self.show_messages)
         self._action(h, "&About attnviz", self.about)
 
@@ -426,12 +439,15 @@ class MainWindow(QMainWindow):
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
     def zoom_text(self, step: int) -> None:
-        f = self.font()
+        """Presenting: every widget's text one point larger or smaller (the application font)."""
+        app = QApplication.instance()
+        f = app.font()
         size = max(7.0, min(28.0, (f.pointSizeF() if f.pointSizeF() > 0 else 10.0) + step))
         f.setPointSizeF(size)
-        self.setFont(f)
-        for p in self.panels.values():
-            p.setFont(f)
+        app.setFont(f)
+
+    def show_keys(self) -> None:
+        QMessageBox.information(self, "Keys", KEYS_HELP)
 
     def show_messages(self) -> None:
         d = QDialog(self)

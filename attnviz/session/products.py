@@ -228,7 +228,8 @@ def _relevance(ctx: Context, method: str, query: Query, options: MixOptions, cla
     names = m.class_names
     name = names[c] if names and c < len(names) else f"class {c}"
     return TokenMap(patch_map(row, g.num_prefix_tokens, g.grid_size, normalize="max"),
-                    f"for {name}" + (" (predicted)" if class_idx is None else ""))
+                    f"for {name}" + (" (predicted)" if class_idx is None else "")
+                    + f", from the {query.label(list(g.prefix_names))}")
 
 
 def grad_rollout(ctx: Context, query: Query, options: MixOptions, class_idx: Optional[int]) -> TokenMap:

@@ -38,11 +38,13 @@ class Document:
     device: Optional[str] = None  # 'auto' / None, 'cpu', 'cuda:N', 'mps'
     dtype: Optional[str] = None  # 'fp32' / None, 'fp16', 'bf16'
     geometry: Optional[Geometry] = None
+    capture_model: Any = None  # the LoadedModel that made ``capture`` (the model may be newer while it reruns)
 
 
 @dataclass
 class ErrorNote:
     message: str
+    kind: str = "other"  # 'model', 'image', 'capture' or 'other': a success of the same kind clears it
     when: float = field(default_factory=time.time)
 
 
@@ -86,12 +88,15 @@ class Session:
     def last_error(self) -> Optional[str]:
         return self.errors[-1].message if self.errors else None
 
-    def _fail(self, e: BaseException) -> None:
+    def _failer(self, kind: str):
+        return lambda e: self._fail(e, kind)
+
+    def _fail(self, e: BaseException, kind: str = "other") -> None:
         msg = " ".join(str(e).split()) or type(e).__name__
         if _is_out_of_memory(e):
             msg += " — the GPU ran out of memory; choose the CPU in the Model panel to retry there"
         self.pending = None
-        self.errors.append(ErrorNote(msg))
+        self.errors.append(ErrorNote(msg, kind))
         self.error.emit(msg)
         self.errors_changed.emit()
 
@@ -100,8 +105,12 @@ class Session:
             self.errors.clear()
             self.errors_changed.emit()
 
-    def _succeeded(self) -> None:
-        self.dismiss_errors()
+    def _succeeded(self, kind: str) -> None:
+        """A load of ``kind`` worked: its earlier failures are over (others stay until dismissed)."""
+        kept = [e for e in self.errors if e.kind not in (kind, "capture")]
+        if len(kept) != len(self.errors):
+            self.errors[:] = kept
+            self.errors_changed.emit()
 
     def _start(self, what: str) -> None:
         self.pending = what
@@ -121,17 +130,18 @@ class Session:
             m = load_model(path, device=device, dtype=dtype, img_size=img_size)
             return m, time.perf_counter() - t0
 
-        self.worker.submit("model", work, lambda r: self._model_loaded(path, img_size, *r), self._fail)
+        self.worker.submit("model", work, lambda r: self._model_loaded(path, img_size, *r),
+                           self._failer("model"))
 
     def _model_loaded(self, path: str, img_size: Optional[int], model, seconds: float) -> None:
         self.doc.model, self.doc.model_path, self.doc.load_seconds = model, path, seconds
         self.doc.img_size = img_size
-        self._succeeded()
+        self._succeeded("model")
+        if self.doc.image is None:
+            self.pending = None
         self.model_loaded.emit()
         if self.doc.image is not None:
             self._run()
-        else:
-            self.pending = None
 
     def reload(self, device: Optional[str] = None, dtype: Optional[str] = None, img_size: Any = "keep") -> None:
         """Load the current checkpoint again on another device / dtype / input size."""
@@ -146,16 +156,17 @@ class Session:
         from ..images import load_image
 
         self._start(f"opening {_short(path)}")
-        self.worker.submit("image", lambda: load_image(path), lambda img: self._image_loaded(path, img), self._fail)
+        self.worker.submit("image", lambda: load_image(path), lambda img: self._image_loaded(path, img),
+                           self._failer("image"))
 
     def _image_loaded(self, path: str, img: Any) -> None:
         self.doc.image, self.doc.image_path = img, path
-        self._succeeded()
+        self._succeeded("image")
+        if self.doc.model is None:
+            self.pending = None  # nothing to run until a model is there
         self.image_loaded.emit()
         if self.doc.model is not None:
             self._run()
-        else:
-            self.pending = None
 
     def set_use_pos_embed(self, on: bool) -> None:
         """Capture with or without the position embedding (an argument of the capture, never a flag on the net)."""
@@ -175,7 +186,7 @@ class Session:
             cap = model.capture(x, use_pos_embed=use_pe)
             return denormalize(x, model.info.preprocess), x.unsqueeze(0), cap
 
-        self.worker.submit("capture", work, self._captured, self._fail)
+        self.worker.submit("capture", work, self._captured, self._failer("capture"))
 
     def _captured(self, result) -> None:
         input_image, x, cap = result
@@ -183,6 +194,7 @@ class Session:
         new = Geometry.of(cap)
         doc = self.doc
         doc.input_image, doc.x, doc.capture, doc.geometry = input_image, x, cap, new
+        doc.capture_model = doc.model
         self._ident += 1
         self.products.set_context(Context(cap, doc.model, x, new, doc.use_pos_embed, self._ident))
         view = self.view

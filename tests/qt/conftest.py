@@ -52,4 +52,7 @@ def window(qtbot, settings):
     win = MainWindow(session, settings)
     qtbot.addWidget(win)
     win.show()
-    return win
+    yield win
+    broken = [m for m in win.error_log if "panel could not" in m]
+    assert broken == [], broken  # a panel that raised while drawing is a bug, even if the app survived
+

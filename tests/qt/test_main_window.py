@@ -269,3 +269,13 @@ def test_hover_is_outlined_in_every_linked_panel_and_read_out(window, checkpoint
         assert view.hover.isVisible() and (r.x(), r.y()) == (16, 32)
     image.view.sigHovered.emit(-1.0, -1.0)  # the mouse left the image
     assert s.view.hover is None and not image.view.hover.isVisible()
+
+
+def test_a_failed_model_stays_said_when_an_image_then_loads(window, tmp_path, image_path):
+    s = window.session
+    bad = tmp_path / "garbage.safetensors"
+    bad.write_bytes(b"\x13" * 64)
+    s.open_model(str(bad))
+    s.open_image(image_path)  # the image is fine, but the model failure is not over
+    assert "garbage.safetensors" in s.last_error and window.banner.isVisible()
+    assert not window.work.isVisible()  # nothing is running: no endless busy bar

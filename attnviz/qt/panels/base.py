@@ -73,7 +73,11 @@ class Panel(QWidget):
         self._timer.stop()
         if self._dirty and self.session.capture is not None:
             self._dirty = False
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception as e:  # a panel that cannot draw says so; the others and the app go on
+                self.session._fail(RuntimeError(f"the {self.title} panel could not draw this view: "
+                                                f"{type(e).__name__}: {e}"))
 
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
@@ -87,7 +91,11 @@ class Panel(QWidget):
 
     def _captured(self) -> None:
         self.stale.setVisible(False)
-        self.on_capture()
+        try:
+            self.on_capture()
+        except Exception as e:
+            self.session._fail(RuntimeError(f"the {self.title} panel could not show the new capture: "
+                                            f"{type(e).__name__}: {e}"))
         self._dirty = True
         self.flush() if self.isVisible() else None
 

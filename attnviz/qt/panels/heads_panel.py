@@ -134,7 +134,8 @@ class HeadsPanel(Panel):
         if isinstance(qh, Unavailable):
             self.caption.setText(qh.reason)
             return
-        self.caption.setText(f"Block {v.block}: attention of the {qh.label}, {qh.maps.shape[0]} heads")
+        n = qh.maps.shape[0]
+        self.caption.setText(f"Block {v.block}: attention of the {qh.label}, {n} head{'s' if n != 1 else ''}")
         tab = self.tabs.currentIndex()
         if tab == 0:
             self._draw_heads(qh, lut)
@@ -201,6 +202,8 @@ class HeadsPanel(Panel):
         n = m.matrix.shape[0]
         ticks = [(i + 0.5, name) for i, name in enumerate(m.labels)]
         step = max(1, n // 8)
-        ticks += [(i + 0.5, str(i)) for i in range(len(m.labels), n, step)]
+        first = len(m.labels) + (step if m.labels else 0)  # numbers start clear of the prefix labels
+        ticks += [(i + 0.5, str(i)) for i in range(first - first % step if step > 1 else first, n, step)
+                  if i >= first]
         for side in ("left", "bottom"):
             self.matrix.getAxis(side).setTicks([ticks])

@@ -128,9 +128,9 @@ class ImagePanel(Panel):
         self.view.set_query(patch, g.patch_size, shown.query_cell, shown.token_px)
         self.show_hover()
         if shown.prefix is not None and len(shown.prefix):
-            parts = [f"{name}: {val:.3f}" for name, val in zip(g.prefix_names, shown.prefix)]
-            self.prefix.setText(f"To prefix tokens ({q.label(list(g.prefix_names))}, not drawn on the grid): "
-                                + " · ".join(parts))
+            parts = [f"{name} {val:.4g}" for name, val in zip(g.prefix_names, shown.prefix)]
+            self.prefix.setText(f"Attention the {q.label(list(g.prefix_names))} gives to prefix tokens (not on the "
+                                "patch grid): " + " · ".join(parts))
         else:
             self.prefix.setText("")
 

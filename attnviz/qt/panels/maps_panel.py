@@ -39,8 +39,9 @@ class MapsPanel(Panel):
                  "blocks' attention, each mixed with the identity for the residual connection (weight α); "
                  "<b>flow</b> treats the blocks as a network of pipes and computes the maximum flow from the query "
                  "to every patch (Abnar &amp; Zuidema 2020). <b>Gradient rollout</b> and <b>relevance</b> (Chefer et "
-                 "al. 2021) weight attention by its gradient for one class. Click a tile to show it in the Image "
-                 "panel.")
+                 "al. 2021) weight attention by its gradient for one class. <i>Fusion</i> says how a block's heads "
+                 "become one matrix, <i>discard</i> drops each row's weakest patch weights, <i>blocks</i> limits the "
+                 "range mixed. Click a tile to show it in the Image panel; <i>one at a time</i> shows only that one.")
     reads = ("block", "head", "query", "method", "options", "class_idx", "colormap", "scale")
 
     def sizeHint(self):  # the default share of the window this panel asks for

@@ -30,7 +30,8 @@ def available_devices() -> list[tuple[str, str]]:
 
 def describe_model(session) -> list[tuple[str, str]]:
     """Rows (label, value) describing the loaded model and its current capture."""
-    m, cap, doc = session.model, session.capture, session.doc
+    m, doc = session.model, session.doc
+    cap = session.capture if doc.capture_model is m else None  # the new model's capture may not exist yet
     info, cfg = m.info, m.info.config
     n_params = sum(p.numel() for p in m.net.parameters())
     rows = [("Name", info.name or "—"), ("Family", _family(info)), ("Format", info.source_format),
@@ -55,7 +56,7 @@ def describe_model(session) -> list[tuple[str, str]]:
                 st["shifts"].append(b.shift_size)
             for s, st in stages.items():
                 shifts = "/".join(str(x) for x in st["shifts"])
-                rows.append((f"Stage {s}", f"{st['n']} blocks · {st['heads']} heads · grid {st['grid'][0]}×"
+                rows.append((f"Stage {s}", f"{_n(st['n'], 'block')} · {_n(st['heads'], 'head')} · grid {st['grid'][0]}×"
                              f"{st['grid'][1]} · window {st['M']} · shifts {shifts}"))
             rows.append(("Position", "relative position bias" if cfg.version == 1 else
                          "continuous position bias (log-spaced MLP)"))
@@ -63,6 +64,10 @@ def describe_model(session) -> list[tuple[str, str]]:
              ("Device", str(m.device)), ("dtype", str(m.dtype).replace("torch.", "")),
              ("Load time", f"{doc.load_seconds:.2f} s")]
     return rows
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}" + ("" if k == 1 else "s")
 
 
 def _family(info) -> str:

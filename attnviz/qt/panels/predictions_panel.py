@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem
+from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem
 
 from .base import Panel
 
@@ -36,8 +36,11 @@ class PredictionsPanel(Panel):
         self.table.setHorizontalHeaderLabels(["Class", "Probability", ""])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)  # the relevance class is shown in bold
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.cellClicked.connect(self._clicked)
         self.body.addWidget(self.table, 1)
         self.rows: list[tuple[int, str, float]] = []
@@ -58,7 +61,6 @@ class PredictionsPanel(Panel):
             bar.setTextVisible(False)
             bar.setMaximumHeight(12)
             self.table.setCellWidget(r, 2, bar)
-        self.table.resizeColumnsToContents()
 
     def _clicked(self, row: int, _col: int) -> None:
         if 0 <= row < len(self.rows):

@@ -84,9 +84,30 @@ class OverlayView(pg.GraphicsLayoutWidget):
             self.fit()
 
     def fit(self) -> None:
+        """Show the whole input; the view keeps fitting it as the panel resizes until the user zooms or pans."""
         h, w = self._img_size
         if h and w:
             self.vb.setRange(QRectF(0, 0, w, h), padding=0.01)
+            self._fitted = True
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        if getattr(self, "_fitted", False):
+            self.fit()
+
+    def mouseDoubleClickEvent(self, ev) -> None:
+        """Double-click fits the image (the first click of it already picked the query)."""
+        self.fit()
+        ev.accept()
+
+    def wheelEvent(self, ev) -> None:
+        self._fitted = False  # the user zooms: stop re-fitting on resize
+        super().wheelEvent(ev)
+
+    def mouseMoveEvent(self, ev) -> None:
+        if ev.buttons():
+            self._fitted = False  # a drag pans
+        super().mouseMoveEvent(ev)
 
     def set_map(self, values: Optional[np.ndarray], token_px: int, lo_hi: tuple[float, float], scale: str,
                 colormap: str, alpha_mode: bool, opacity: float, smooth: bool,
@@ -152,8 +173,7 @@ class OverlayView(pg.GraphicsLayoutWidget):
         if ev.button() != Qt.MouseButton.LeftButton:
             return
         if ev.double():
-            self.fit()
-            return
+            return  # handled by mouseDoubleClickEvent
         p = self.vb.mapSceneToView(ev.scenePos())
         self.sigClicked.emit(p.y(), p.x())
 
