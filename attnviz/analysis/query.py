@@ -158,12 +158,13 @@ def query_attention(
     Values are the network's own probabilities (no renormalisation over patches: what a query gives
     to prefix tokens is simply not drawn; :func:`prefix_attention` reports it).
     """
-    a = as_heads(attn).to(torch.float64)
+    a = as_heads(attn)
     n = a.shape[-1]
     _check_geometry(n, num_prefix_tokens, grid_size)
     if not 0 <= query < n:
         raise ValueError(f"query token {query} does not exist (0..{n - 1})")
-    return patch_map(a[:, query, :], num_prefix_tokens, grid_size)  # (heads, gh, gw)
+    # one row, then float64: converting the whole (heads, N, N) first costs 240 MB at ViT-L/14 518
+    return patch_map(a[:, query, :].to(torch.float64), num_prefix_tokens, grid_size)  # (heads, gh, gw)
 
 
 def query_map(
@@ -184,7 +185,7 @@ def query_map(
 
 def prefix_attention(attn: ArrayLike, query: int, num_prefix_tokens: int) -> np.ndarray:
     """(heads, num_prefix_tokens): what token ``query`` gives to each prefix token, per head."""
-    a = as_heads(attn).to(torch.float64)
+    a = as_heads(attn)
     if not 0 <= query < a.shape[-1]:
         raise ValueError(f"query token {query} does not exist (0..{a.shape[-1] - 1})")
-    return a[:, query, :num_prefix_tokens].numpy()
+    return a[:, query, :num_prefix_tokens].to(torch.float64).numpy()  # (heads, P), a copy of one row

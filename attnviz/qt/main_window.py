@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
-                               QListWidget, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import (QAbstractItemView, QAbstractSpinBox, QApplication, QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
                                QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from ..session import Session
@@ -31,6 +31,7 @@ MODEL_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin *.ckpt *.json);;All 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
 LAYOUT_VERSION = 3  # bump when the set or names of docks change, so an old layout is not restored
 MAX_RECENT = 10
+EDITORS = (QAbstractItemView, QAbstractSpinBox, QLineEdit)  # widgets whose own arrow keys win over navigation
 KEYS_HELP = ("↓ / ↑: next / previous block\nHome / End: first / last block\n"
              "→ / ←: next / previous head (then the fusions mean, max, min)\n"
              "Shift + arrows: move the query patch\nEsc: back to the default query (class token or centre patch)\n"
@@ -219,7 +220,7 @@ class MainWindow(QMainWindow):
                                 ("Last block", K.Key_End, lambda: setattr(v, "block", v.limits.num_blocks - 1)),
                                 ("Next head", K.Key_Right, lambda: v.step_head(+1)),
                                 ("Previous head", K.Key_Left, lambda: v.step_head(-1))):
-            self._action(nav, text, slot, QKeySequence(key))
+            self._action(nav, text, self._nav(key, slot), QKeySequence(key))
         self._action(nav, "Reset query", s.reset_query, "Escape")
         for text, d, key in (("Query up", (-1, 0), K.Key_Up), ("Query down", (1, 0), K.Key_Down),
                              ("Query left", (0, -1), K.Key_Left), ("Query right", (0, 1), K.Key_Right)):
@@ -433,6 +434,17 @@ class MainWindow(QMainWindow):
         """Repaint every panel that has pending changes (tests and benchmarks)."""
         for p in self.panels.values():
             p.flush()
+
+    def _nav(self, key: Qt.Key, slot):
+        """A navigation key's slot: arrows, Home and End belong to a list, table, spin box or text field that
+        has the focus (the key is handed to it); elsewhere they step blocks and heads."""
+        def run(_checked=False):
+            fw = QApplication.focusWidget()
+            if isinstance(fw, EDITORS):
+                fw.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier))
+                return
+            slot()
+        return run
 
     # -- presenting ---------------------------------------------------------------------------------
     def toggle_full_screen(self) -> None:

@@ -279,3 +279,15 @@ def test_a_failed_model_stays_said_when_an_image_then_loads(window, tmp_path, im
     s.open_image(image_path)  # the image is fine, but the model failure is not over
     assert "garbage.safetensors" in s.last_error and window.banner.isVisible()
     assert not window.work.isVisible()  # nothing is running: no endless busy bar
+
+
+def test_arrow_keys_stay_with_a_focused_list(window, checkpoint, image_path, qtbot):
+    s = _open(window, checkpoint, image_path)
+    table = window.panels["predictions"].table
+    table.setCurrentCell(0, 0)
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_Down)
+    assert s.view.block == 0 and table.currentRow() == 1  # the table moved its cursor; the block stayed
+    window.panels["image"].view.setFocus()
+    qtbot.keyClick(window.panels["image"].view, Qt.Key.Key_Down)
+    assert s.view.block == 1
