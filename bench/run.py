@@ -4,7 +4,7 @@ Ratios are measured side by side in one run (interleaved, medians), so the noise
 hits both sides alike. Goals are stated next to each figure; benchmarks never assert.
 
   python bench/run.py                 # every figure
-  python bench/run.py capture         # one group of figures: capture | analysis
+  python bench/run.py capture         # one group of figures: capture | analysis | ui
 """
 from __future__ import annotations
 
@@ -91,6 +91,10 @@ def main(argv: list[str]) -> None:
         GOALS.update(ANALYSIS_GOALS)
     except ImportError:
         pass
+    from ui_figures import GOALS as UI_GOALS, figures as ui_figures  # noqa: E402  (the app: Qt offscreen)
+
+    groups["ui"] = ui_figures
+    GOALS.update(UI_GOALS)
     wanted = argv[0] if argv else ""
     figures: dict[str, float] = {}
     for group, fn in groups.items():
