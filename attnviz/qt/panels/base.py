@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QToolButton, QVBoxLayout, QWidget
 
 from ...session import Session
@@ -18,6 +18,7 @@ class Panel(QWidget):
     title = "Panel"
     help_text = ""  # two or three plain sentences for a student: what it draws, how, what to look for
     reads: tuple[str, ...] = ()  # view fields that trigger a repaint
+    default_size = (400, 300)  # the share of the window the panel asks for when the docks are first laid out
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
@@ -45,6 +46,9 @@ class Panel(QWidget):
         session.captured.connect(self._captured)
         session.error.connect(lambda _msg: self.stale.setVisible(False))
         session.cancelled.connect(lambda: self.stale.setVisible(False))
+
+    def sizeHint(self) -> QSize:
+        return QSize(*self.default_size)
 
     # -- wiring ---------------------------------------------------------------------------------
     def follow(self, names: Iterable[str]) -> None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QSize
+from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QTabWidget
 
 from ...session.display import levels
@@ -53,9 +53,7 @@ class HeadsPanel(Panel):
                  "screen (each tile scaled to its own maximum); <i>Matrix</i> the full attention matrix, one row "
                  "per query.")
     reads = ("block", "head", "query", "colormap")
-
-    def sizeHint(self):  # the default share of the window this panel asks for
-        return QSize(700, 420)
+    default_size = (700, 420)
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)

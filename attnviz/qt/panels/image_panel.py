@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider
 
 from ...session.query import Patch, pixel_to_patch, vit_token
@@ -37,9 +37,7 @@ class ImagePanel(Panel):
                  "it the query, hover to read the value under the mouse; the wheel zooms, double-click fits.")
     reads = ("block", "head", "query", "method", "options", "class_idx", "colormap", "normalisation",
              "scale", "opacity", "overlay", "smooth", "show_grid")
-
-    def sizeHint(self):  # the default share of the window this panel asks for
-        return QSize(760, 640)
+    default_size = (760, 640)
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)

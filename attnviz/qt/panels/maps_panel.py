@@ -2,7 +2,7 @@
 side by side or one at a time, with the options they share."""
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QWidget)
 from superqt import QLabeledRangeSlider
@@ -43,9 +43,7 @@ class MapsPanel(Panel):
                  "become one matrix, <i>discard</i> drops each row's weakest patch weights, <i>blocks</i> limits the "
                  "range mixed. Click a tile to show it in the Image panel; <i>one at a time</i> shows only that one.")
     reads = ("block", "head", "query", "method", "options", "class_idx", "colormap", "scale")
-
-    def sizeHint(self):  # the default share of the window this panel asks for
-        return QSize(700, 460)
+    default_size = (700, 460)
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)

@@ -1,7 +1,7 @@
 """Predictions panel: the top classes with their probabilities; a click picks the class relevance explains."""
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem
 
@@ -16,9 +16,7 @@ class PredictionsPanel(Panel):
                  "the relevance maps explain (by default the predicted class). A backbone without a classifier "
                  "head (DINO, DINOv2) predicts nothing.")
     reads = ("class_idx",)
-
-    def sizeHint(self):  # the default share of the window this panel asks for
-        return QSize(420, 200)
+    default_size = (420, 200)
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
