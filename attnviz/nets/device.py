@@ -1,6 +1,7 @@
 """Choosing where and in which precision a network runs."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -33,6 +34,37 @@ def pick_device(override: Optional[str] = None) -> torch.device:
     if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def available_devices() -> list[tuple[str, str]]:
+    """(label, value) of every device this machine offers, 'auto' first: the device chooser's entries."""
+    out = [("auto", "auto"), ("CPU", "cpu")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            out.append((f"cuda:{i} — {torch.cuda.get_device_name(i)}", f"cuda:{i}"))
+    if _mps_available():
+        out.append(("Apple MPS", "mps"))
+    return out
+
+
+def device_report() -> list[str]:
+    """Lines on the accelerators present and their free memory, system memory and torch's version."""
+    lines = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            lines.append(f"cuda:{i} {torch.cuda.get_device_name(i)}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    else:
+        lines.append("No CUDA GPU found")
+    if _mps_available():
+        lines.append("Apple MPS available")
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        lines.append(f"System memory {total / 2**30:.1f} GiB")
+    except (ValueError, OSError, AttributeError):
+        pass
+    lines.append(f"torch {torch.__version__}")
+    return lines
 
 
 def _mps_available() -> bool:

@@ -109,5 +109,5 @@ def _main_window(splash, session, problems: list[str], timing):
     if session.pending:  # the window subscribed after the session said what it is doing
         session.busy.emit(session.pending)
     for p in problems:
-        session._fail(FileNotFoundError(p))
+        session.report(FileNotFoundError(p))
     return win

@@ -5,6 +5,7 @@ session's requests. Shortcuts live on actions (not widgets) so they work whichev
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Optional
 
@@ -18,12 +19,13 @@ from ..session import Session
 from ..session.shown import head_name
 from ..session.view_state import METHOD_NAMES, METHODS
 from .panels.heads_panel import HeadsPanel
-from .panels.image_panel import ImagePanel, select_data
+from .panels.image_panel import ImagePanel
 from .panels.maps_panel import MapsPanel
 from .panels.model_panel import ModelPanel
 from .panels.predictions_panel import PredictionsPanel
 from .model_browser import ModelBrowser
 from .routing import route
+from .widgets.choices import select_data
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -369,7 +371,7 @@ class MainWindow(QMainWindow):
         elif kind == "image":
             self.session.open_image(path)
         else:
-            self.session._fail(ValueError(f"{path}: neither an image nor a checkpoint attnviz can read"))
+            self.session.report(ValueError(f"{path}: neither an image nor a checkpoint attnviz can read"))
 
     # -- session -> window ------------------------------------------------------------------------
     def _busy(self, what: str) -> None:
@@ -406,14 +408,15 @@ class MainWindow(QMainWindow):
         if cap.family == "swin":
             where += f" · stage {b.stage} · window {b.window_size} · shift {b.shift_size}"
         self.block_label.setText(where)
-        self.head.blockSignals(True)
-        self.head.clear()
-        for h in range(b.num_heads):
-            self.head.addItem(f"head {h}", h)
-        for fusion in ("mean", "max", "min"):
-            self.head.addItem(f"{fusion} of heads", fusion)
+        if self.head.count() != b.num_heads + 3:  # the items change only with the block's head count
+            self.head.blockSignals(True)
+            self.head.clear()
+            for h in range(b.num_heads):
+                self.head.addItem(f"head {h}", h)
+            for fusion in ("mean", "max", "min"):
+                self.head.addItem(f"{fusion} of heads", fusion)
+            self.head.blockSignals(False)
         select_data(self.head, v.head)
-        self.head.blockSignals(False)
         select_data(self.method, v.method)
         g = s.geometry
         ql = v.query.label(list(g.prefix_names))
@@ -476,8 +479,11 @@ class MainWindow(QMainWindow):
 
     def about(self) -> None:
         from .. import __version__
-        from .about import device_summary
+        from ..nets.device import device_report
 
+        m = self.session.model
+        lines = ([f"Model on <b>{m.device}</b> ({str(m.dtype).replace('torch.', '')})"] if m is not None else [])
+        lines += [html.escape(line) for line in device_report()]
         QMessageBox.about(self, "About attnviz", f"<b>attnviz {__version__}</b><br>See how Vision Transformers "
-                          f"attend.<br><br>{device_summary(self.session)}")
+                          f"attend.<br><br>{'<br>'.join(lines)}")
 

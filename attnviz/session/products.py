@@ -61,16 +61,20 @@ class QueryHeads:
 
     def head_map(self, head) -> np.ndarray:
         """(H_b, W_b) for a head index or a fusion over heads (mean/max/min)."""
-        if isinstance(head, int):
-            return self.maps[head]
-        return {"mean": np.mean, "max": np.max, "min": np.min}[head](self.maps, axis=0)
+        return _select_head(self.maps, head)
 
     def head_prefix(self, head) -> Optional[np.ndarray]:
-        if self.prefix is None:
-            return None
-        if isinstance(head, int):
-            return self.prefix[head]
-        return {"mean": np.mean, "max": np.max, "min": np.min}[head](self.prefix, axis=0)
+        """(P,) what the query gives each prefix token, for a head or a fusion; None for Swin."""
+        return None if self.prefix is None else _select_head(self.prefix, head)
+
+
+def _select_head(per_head: np.ndarray, head) -> np.ndarray:
+    """One head of a (heads, ...) array, or the heads fused as attnviz.analysis fuses them."""
+    from ..analysis.query import fuse_heads
+
+    if isinstance(head, int):
+        return per_head[head]
+    return fuse_heads(torch.from_numpy(per_head), head).numpy()
 
 
 @dataclass
@@ -308,9 +312,6 @@ class Products:
             return self._cache[k]
         return None
 
-    def pending(self, name: str) -> bool:
-        return name in self._pending and self._pending[name] == self.key(name)
-
     def get(self, name: str, **override) -> Any:
         """The product now: cached, or computed inline (cheap products; slow ones too when forced by a
         synchronous worker). Returns None for a slow product that is being computed; ``ready`` follows."""
@@ -350,7 +351,7 @@ class Products:
 
         self.started.emit(name)
         self.worker.submit(f"product:{name}", work, done, failed,
-                           on_progress=lambda d, t: self.progress.emit(name, d, t))
+                           on_progress=lambda d, t: self.progress.emit(name, d, t), pass_job=True)
 
     def cancel(self, name: str) -> None:
         """Stop computing ``name`` (the user pressed Cancel)."""

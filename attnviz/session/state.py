@@ -89,9 +89,10 @@ class Session:
         return self.errors[-1].message if self.errors else None
 
     def _failer(self, kind: str):
-        return lambda e: self._fail(e, kind)
+        return lambda e: self.report(e, kind)
 
-    def _fail(self, e: BaseException, kind: str = "other") -> None:
+    def report(self, e: BaseException, kind: str = "other") -> None:
+        """Say a failure in the window (kept in ``errors``); ``kind`` says which success clears it."""
         msg = " ".join(str(e).split()) or type(e).__name__
         if _is_out_of_memory(e):
             msg += " — the GPU ran out of memory; choose the CPU in the Model panel to retry there"
@@ -167,13 +168,6 @@ class Session:
         self.image_loaded.emit()
         if self.doc.model is not None:
             self._run()
-
-    def set_use_pos_embed(self, on: bool) -> None:
-        """Capture with or without the position embedding (an argument of the capture, never a flag on the net)."""
-        if bool(on) != self.doc.use_pos_embed:
-            self.doc.use_pos_embed = bool(on)
-            if self.doc.model is not None and self.doc.image is not None:
-                self._run()
 
     def _run(self) -> None:
         from ..images import denormalize, preprocess
@@ -256,10 +250,6 @@ class Session:
         names = self.model.class_names if self.model is not None else None
         return [(int(i), (names[i] if names and i < len(names) else f"class {i}"), float(p))
                 for p, i in zip(top.values.tolist(), top.indices.tolist())]
-
-    def top_predictions(self, k: int = 5) -> list[tuple[str, float]]:
-        """The k most probable classes as (name, probability)."""
-        return [(name, p) for _, name, p in self.predictions(k)]
 
 
 def _short(path: str) -> str:

@@ -151,9 +151,7 @@ class ViewState:
             return value
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"head must be a head index or one of {', '.join(FUSIONS)}, got {value!r}")
-        heads = self.limits.heads
-        n = heads[min(block, len(heads) - 1)] if heads else 1
-        return min(max(int(value), 0), n - 1)
+        return min(max(int(value), 0), self.heads_of_block(block) - 1)
 
     def set_limits(self, limits: Limits) -> None:
         """New capture: store its limits and re-validate every field (one batched update)."""

@@ -8,7 +8,6 @@ its ``cancel`` hook), so superseded work stops instead of running to the end uns
 """
 from __future__ import annotations
 
-import inspect
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
@@ -51,9 +50,11 @@ class Worker:
         self._lock = threading.Lock()
 
     def submit(self, kind: str, fn: Callable[..., Any], on_done: Callable[[Any], None],
-               on_error: Callable[[Exception], None], on_progress: Optional[ProgressFn] = None) -> Job:
-        """Run ``fn()`` (or ``fn(job)`` when it takes one argument) on the worker; the newest request of a
-        kind delivers ``on_done(result)`` or ``on_error(exc)``, older ones of that kind are cancelled."""
+               on_error: Callable[[Exception], None], on_progress: Optional[ProgressFn] = None,
+               pass_job: bool = False) -> Job:
+        """Run ``fn()`` (``fn(job)`` with ``pass_job``: for work that polls cancellation or reports progress)
+        on the worker; the newest request of a kind delivers ``on_done(result)`` or ``on_error(exc)``, older
+        ones of that kind are cancelled."""
         with self._lock:
             gen = self._gen.get(kind, 0) + 1
             self._gen[kind] = gen
@@ -62,12 +63,10 @@ class Worker:
             self._jobs[kind] = job
         if old is not None:
             old.cancel()
-        takes_job = _takes_argument(fn)
-
         def run() -> Any:
             if job.cancelled():
                 return None  # superseded while it waited in the queue: never started
-            return fn(job) if takes_job else fn()
+            return fn(job) if pass_job else fn()
 
         def finish(result: Any = None, error: Optional[BaseException] = None) -> None:
             if self._gen.get(kind) != gen or job.cancelled():
@@ -122,11 +121,3 @@ class Worker:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-def _takes_argument(fn: Callable[..., Any]) -> bool:
-    try:
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return False
-    return len(params) == 1

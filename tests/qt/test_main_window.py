@@ -291,3 +291,20 @@ def test_arrow_keys_stay_with_a_focused_list(window, checkpoint, image_path, qtb
     window.panels["image"].view.setFocus()
     qtbot.keyClick(window.panels["image"].view, Qt.Key.Key_Down)
     assert s.view.block == 1
+
+
+def test_swin_overview_shows_every_stage_on_the_first_grid(window, checkpoint, image_path):
+    from attnviz.analysis.swin_maps import query_attention_map, stage_map_to_patch_grid
+
+    cfg = SwinConfig(img_size=(64, 64), embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(4, 4),
+                     num_classes=3)
+    s = _open(window, checkpoint, image_path, cfg, "swin")
+    heads = window.panels["heads"]
+    heads.tabs.setCurrentIndex(1)
+    s.view.query = Patch(5, 6)
+    window.flush()
+    h, w = s.capture.blocks[0].grid_size
+    mos = heads.overview_array
+    t = stage_map_to_patch_grid(query_attention_map(s.capture.blocks[2], (2, 3), head_fusion=1), 2, (h, w))
+    t = t.double().numpy()
+    np.testing.assert_allclose(mos[2 * (h + 1):2 * (h + 1) + h, (w + 1):(w + 1) + w], t / t.max(), atol=1e-7)

@@ -80,7 +80,7 @@ class Panel(QWidget):
             try:
                 self.refresh()
             except Exception as e:  # a panel that cannot draw says so; the others and the app go on
-                self.session._fail(RuntimeError(f"the {self.title} panel could not draw this view: "
+                self.session.report(RuntimeError(f"the {self.title} panel could not draw this view: "
                                                 f"{type(e).__name__}: {e}"))
 
     def showEvent(self, ev) -> None:
@@ -98,10 +98,11 @@ class Panel(QWidget):
         try:
             self.on_capture()
         except Exception as e:
-            self.session._fail(RuntimeError(f"the {self.title} panel could not show the new capture: "
+            self.session.report(RuntimeError(f"the {self.title} panel could not show the new capture: "
                                             f"{type(e).__name__}: {e}"))
         self._dirty = True
-        self.flush() if self.isVisible() else None
+        if self.isVisible():
+            self.flush()
 
     # -- for subclasses -------------------------------------------------------------------------
     def on_capture(self) -> None:

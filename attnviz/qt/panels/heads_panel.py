@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
+import torch
 from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QTabWidget
 
@@ -164,12 +165,19 @@ class HeadsPanel(Panel):
             label.setText(text)
 
     def _draw_overview(self, lut: np.ndarray) -> None:
+        from ...analysis.swin_maps import stage_map_to_patch_grid
+
         every = self.session.products.get("model_query_maps")
-        rows = [list(b.maps) for b in every if not isinstance(b, Unavailable)]
-        if not rows or any(r[0].shape != rows[0][0].shape for r in rows):
-            # Swin stages have different grids: show each at the first stage's size
-            rows = [[np.kron(t, np.ones((rows[0][0].shape[0] // t.shape[0], rows[0][0].shape[1] // t.shape[1])))
-                     for t in r] for r in rows]
+        if isinstance(every, Unavailable):
+            self.caption.setText(every.reason)
+            return
+        # Swin stages have coarser grids: each map is shown on the first block's grid (a merged token
+        # covers its children), as analysis does for the Swin rollout
+        first = every[0]
+        grid0 = first.maps.shape[1:]
+        rows = [[t if b.token_px == first.token_px else
+                 stage_map_to_patch_grid(torch.from_numpy(t), b.token_px // first.token_px, grid0).numpy()
+                 for t in b.maps] for b in every]
         img, self._tile = mosaic(rows)
         self.overview_array = img
         self.overview_img.setImage(img, levels=(0, 1), autoLevels=False)

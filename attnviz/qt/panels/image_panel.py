@@ -4,29 +4,14 @@ from __future__ import annotations
 from typing import Optional
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider
 
 from ...session.query import Patch, pixel_to_patch, vit_token
 from ...session.shown import ShownMap, shown_map
 from ...session.view_state import COLORMAPS
+from ..widgets.choices import combo, select_data
 from ..widgets.overlay import OverlayView
 from .base import Panel
-
-
-def combo(items: list[tuple[str, object]], tip: str) -> QComboBox:
-    c = QComboBox()
-    for text, data in items:
-        c.addItem(text, data)
-    c.setToolTip(tip)
-    return c
-
-
-def select_data(c: QComboBox, data) -> None:
-    i = c.findData(data)
-    if i >= 0 and i != c.currentIndex():
-        c.blockSignals(True)
-        c.setCurrentIndex(i)
-        c.blockSignals(False)
 
 
 class ImagePanel(Panel):

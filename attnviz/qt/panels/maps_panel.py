@@ -105,7 +105,7 @@ class MapsPanel(Panel):
                               discard_ratio=round(self.discard.value(), 4), first_block=int(self.blocks.value()[0]),
                               last_block=int(self.blocks.value()[1]))
         except ValueError as e:
-            self.session._fail(e)
+            self.session.report(e)
             return
         self.session.view.options = opts
 

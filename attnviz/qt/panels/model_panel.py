@@ -11,21 +11,8 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QComboBox, QFormLayout, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton, QSpinBox
 
+from ...nets.device import available_devices
 from .base import Panel
-
-
-def available_devices() -> list[tuple[str, str]]:
-    """(label, value) of every device this machine has, 'auto' first."""
-    import torch
-
-    out = [("auto", "auto"), ("CPU", "cpu")]
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            out.append((f"cuda:{i} — {torch.cuda.get_device_name(i)}", f"cuda:{i}"))
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        out.append(("Apple MPS", "mps"))
-    return out
 
 
 def describe_model(session) -> list[tuple[str, str]]:
