@@ -147,32 +147,37 @@ class MainWindow(QMainWindow):
         bar.setVisible(False)
 
     def _docks(self) -> None:
-        areas = {"image": Qt.DockWidgetArea.LeftDockWidgetArea, "heads": Qt.DockWidgetArea.RightDockWidgetArea,
-                 "maps": Qt.DockWidgetArea.RightDockWidgetArea, "predictions": Qt.DockWidgetArea.LeftDockWidgetArea,
-                 "model": Qt.DockWidgetArea.LeftDockWidgetArea}
-        for name, panel in self.panels.items():
-            d = QDockWidget(panel.title, self)
-            d.setObjectName(f"dock-{name}")
-            if name == "model":  # a long form: scroll rather than forcing the docks beside it to shrink
-                scroll = QScrollArea()
-                scroll.setWidgetResizable(True)
-                scroll.setWidget(panel)
-                d.setWidget(scroll)
-            else:
-                d.setWidget(panel)
-            d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetMovable
-                          | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
-            self.addDockWidget(areas[name], d)
-            self.docks[name] = d
-        d = QDockWidget("Model browser", self)
-        d.setObjectName("dock-browser")
-        d.setWidget(self.browser)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, d)
-        self.docks["browser"] = d
+        L, R = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        for name, area in (("image", L), ("heads", R), ("maps", R), ("predictions", L), ("model", L)):
+            self.add_panel(name, self.panels.pop(name), area)
+        self.add_panel("browser", self.browser, L, title="Model browser")
         self.tabifyDockWidget(self.docks["predictions"], self.docks["model"])
-        self.tabifyDockWidget(self.docks["model"], d)
+        self.tabifyDockWidget(self.docks["model"], self.docks["browser"])
         self.docks["predictions"].raise_()
         self._sized = False
+
+    def add_panel(self, name: str, panel: QWidget, area: Qt.DockWidgetArea, title: Optional[str] = None,
+                  tab_with: Optional[str] = None, scroll: bool = False) -> QDockWidget:
+        """Put a panel in a dock named ``dock-{name}`` (the name QSettings restores it by); ``tab_with``
+        stacks it on another dock; ``scroll`` wraps a long form so the docks beside it keep their size."""
+        d = QDockWidget(title or getattr(panel, "title", name), self)
+        d.setObjectName(f"dock-{name}")
+        if scroll or name == "model":
+            sa = QScrollArea()
+            sa.setWidgetResizable(True)
+            sa.setWidget(panel)
+            d.setWidget(sa)
+        else:
+            d.setWidget(panel)
+        d.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable | QDockWidget.DockWidgetFeature.DockWidgetMovable
+                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, d)
+        if tab_with is not None:
+            self.tabifyDockWidget(self.docks[tab_with], d)
+        self.docks[name] = d
+        if name != "browser":
+            self.panels[name] = panel
+        return d
 
     def _default_sizes(self) -> None:
         """The default split: the image large on the left, heads above maps on the right."""

@@ -272,6 +272,16 @@ PRODUCTS: dict[str, ProductSpec] = {p.name: p for p in (
 MAP_PRODUCTS = ("rollout", "flow", "grad_rollout", "chefer")
 
 
+def register(*specs: ProductSpec) -> None:
+    """Add products defined beside the panels that read them (the lesson panels' modules call this when
+    imported). Registering the same spec again is harmless; another function under a taken name is refused."""
+    for spec in specs:
+        old = PRODUCTS.get(spec.name)
+        if old is not None and old.fn is not spec.fn:
+            raise ValueError(f"a product named {spec.name!r} is already registered")
+        PRODUCTS[spec.name] = spec
+
+
 class Products:
     """The cache in front of :data:`PRODUCTS`. Signals: ``ready(name)``, ``progress(name, done, total)``,
     ``started(name)``; a product whose key changed is recomputed when asked again."""
