@@ -16,15 +16,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[test]' $(TORCH_PINS)
 	touch $@
 
-# Qt's xcb platform plugin needs a few X libraries that a minimal Debian lacks; only root can add them.
+# Qt's xcb platform plugin needs a few X libraries that a minimal Debian lacks; poppler-utils gives the
+# tests pdftoppm / pdftotext, an independent reader of exported PDFs; fonts-dejavu-core the font exported
+# figures are drawn in. Only root can add them.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=$$(for p in libgl1 libegl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 \
 	      libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 \
-	      libxcb-xinerama0 libxcb-randr0 libxcb-xfixes0 libxcb-xkb1 libglib2.0-0; do \
+	      libxcb-xinerama0 libxcb-randr0 libxcb-xfixes0 libxcb-xkb1 libglib2.0-0 poppler-utils fonts-dejavu-core; do \
 	      dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
-	    echo "installing Debian libraries for Qt: $$missing"; \
+	    echo "installing Debian packages for Qt and the tests: $$missing"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	      || echo "warning: could not install $$missing; the GUI may not start"; \
 	  fi; \

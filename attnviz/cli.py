@@ -3,19 +3,24 @@
   attnviz [IMAGE] [--model PATH] [--image PATH] [--device D] [--dtype T]   the app (Qt is imported only here)
   attnviz --version
   attnviz dump --model PATH (--image P | --tensor P.npy) --out P.npz [--device D] [--dtype T] [--analysis]
+               [--scramble KIND[:SEED]] [--no-pos-embed]
   attnviz make-faces --out DIR [--n N] [--seed S] [--size PX]   sample images of the demo dataset
   attnviz train-demo [--only NAME ...] [--out models]           retrain the shipped demo models
+  attnviz export --model M (--image I | --images DIR | --state VIEW.json) --view V --out FILE_OR_DIR   figures,
+               animations, arrays and view files (see attnviz export --help)
+  attnviz --state VIEW.json                                       the app, reopening a saved view
 
 Errors in sub-commands end with exit status 1 and one line on stderr, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional, Sequence
 
 import numpy as np
+
+from .errors import run_reporting
 
 
 class UserError(Exception):
@@ -47,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--tensor", help="a (3, H, W) float32 .npy array, already preprocessed, fed as is")
     dump.add_argument("--out", required=True, help="output .npz path")
     dump.add_argument("--analysis", action="store_true", help="add rollout, flow and head statistics")
+    dump.add_argument("--scramble", metavar="KIND[:SEED]",
+                      help="move the input's patches first: random:SEED, window:SEED[:SIDE] (random within "
+                      "SIDE×SIDE windows; default the Swin window, 4 for a ViT), reverse, or swap:R,C:R,C; "
+                      "the applied order is written as 'permutation'")
+    dump.add_argument("--no-pos-embed", action="store_true",
+                      help="run a ViT without its absolute position embedding (Swin has none to leave out)")
 
     faces = sub.add_parser("make-faces", help="write sample images of the procedural faces dataset")
     faces.add_argument("--out", required=True, help="output folder")
@@ -60,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--only", nargs="+", help="train only these (faces-vit, faces-vit-nope, faces-swin, faces-swinv2)")
     train.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     train.add_argument("--seed", type=int, default=0)
+
+    from .export.command import add_parser as add_export_parser
+
+    add_export_parser(sub)
+    parser.add_argument("--state", help="a view file (.json, File → Save view) to open: its model, image and view")
     return parser
 
 
@@ -112,13 +128,61 @@ def run_dump(args: argparse.Namespace) -> None:
     p = model.info.config.patch_size
     if x.shape[1] < p or x.shape[2] < p:
         raise UserError(f"input of {x.shape[1]}x{x.shape[2]} pixels is smaller than one {p}x{p} patch")
-    cap = model.capture(x)
+    perm = None
+    if args.scramble:
+        x, perm = scramble_input(x, args.scramble, model)
+    if args.no_pos_embed and model.family != "vit":
+        raise UserError("--no-pos-embed: Swin has no absolute position embedding to leave out (its position "
+                        "information is the relative position bias inside each window)")
+    cap = model.capture(x, use_pos_embed=not args.no_pos_embed)
     arrays = capture_arrays(cap, model.info)
+    if args.scramble or args.no_pos_embed:
+        import json
+
+        meta = json.loads(str(arrays["meta"]))
+        meta["use_pos_embed"] = not args.no_pos_embed
+        meta["scramble"] = args.scramble
+        arrays["meta"] = np.array(json.dumps(meta))
+    if perm is not None:
+        arrays["permutation"] = perm.numpy().astype(np.int64)  # (gh*gw,) position i shows patch perm[i]
     if args.analysis:
         from .analysis.dump import analysis_arrays
 
         arrays.update(analysis_arrays(cap, model))
     write_npz(args.out, arrays)
+
+
+def scramble_input(x, spec: str, model):
+    """The (3, H, W) input with its patches moved as ``spec`` says, and the permutation applied."""
+    from .analysis.scramble import apply_to_image
+    from .session.scramble_state import ScrambleState
+
+    try:
+        state = ScrambleState.from_spec(spec)
+    except ValueError as e:
+        raise UserError(f"--scramble: {e}") from None
+    p = int(model.info.config.patch_size)
+    grid = (int(x.shape[1]) // p, int(x.shape[2]) // p)
+    state.set_grid(grid, default_scramble_window(model, grid))
+    try:
+        perm = state.permutation()
+    except ValueError as e:
+        raise UserError(f"--scramble {spec}: {e}") from None
+    return apply_to_image(x, perm, p, layout="chw"), perm
+
+
+def default_scramble_window(model, grid: tuple[int, int]) -> int:
+    """The window side 'window:SEED' uses without SIDE, as the app's Scramble panel chooses it
+    (attnviz.session.scramble_state.default_window of the capture): a Swin model's first-stage window
+    as the network really uses it on this grid (a grid no larger than the window is one window:
+    attnviz.nets.windows.effective_window), else the ViT default."""
+    from .session.scramble_state import VIT_WINDOW
+
+    if model.family != "swin":
+        return VIT_WINDOW
+    from .nets.windows import effective_window
+
+    return int(effective_window(grid, int(model.info.config.window_size[0]), 0)[0])
 
 
 def run_make_faces(args: argparse.Namespace) -> None:
@@ -144,13 +208,13 @@ def run_train_demo(args: argparse.Namespace) -> None:
 def run_gui(args: argparse.Namespace) -> int:
     from .qt.app import run_app
 
-    return run_app(model=args.model, image=args.image, device=args.device, dtype=args.dtype)
+    return run_app(model=args.model, image=args.image, device=args.device, dtype=args.dtype, view_file=args.state)
 
 
-SUBCOMMANDS = ("dump", "make-faces", "train-demo")
+SUBCOMMANDS = ("dump", "make-faces", "train-demo", "export")
 
 
-APP_OPTIONS_WITH_VALUES = ("--model", "--image", "--device", "--dtype")
+APP_OPTIONS_WITH_VALUES = ("--model", "--image", "--device", "--dtype", "--state")
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -177,28 +241,25 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
+def _figure_renderer():
+    """attnviz export's figure renderer: Qt (offscreen without a display), started in this thread."""
+    from .qt.figures.render import RENDERER, ensure_app
+
+    ensure_app()
+    return RENDERER
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(build_parser(), argv)
     if args.command is None:
         return run_gui(args)
+    if args.command == "export":
+        from .export.command import run as run_export
+
+        return run_export(args, renderer_factory=_figure_renderer)  # says its own one-line errors
     handlers = {"dump": run_dump, "make-faces": run_make_faces, "train-demo": run_train_demo}
-    try:
-        handlers[args.command](args)
-    except KeyboardInterrupt:
-        print("attnviz: interrupted", file=sys.stderr)
-        return 1
-    except Exception as e:  # one line for the user, never a traceback (ATTNVIZ_DEBUG=1 shows it)
-        if os.environ.get("ATTNVIZ_DEBUG"):
-            raise
-        print(f"attnviz: error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _one_line(e: Exception) -> str:
-    msg = str(e).strip() or type(e).__name__
-    return " ".join(msg.split())
+    return run_reporting(handlers[args.command], args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Ratios are measured side by side in one run (interleaved, medians), so the noise
 hits both sides alike. Goals are stated next to each figure; benchmarks never assert.
 
   python bench/run.py                 # every figure
-  python bench/run.py capture         # one group of figures: capture | analysis | ui
+  python bench/run.py capture         # one group of figures: capture | analysis | ui | export
 """
 from __future__ import annotations
 
@@ -95,6 +95,10 @@ def main(argv: list[str]) -> None:
 
     groups["ui"] = ui_figures
     GOALS.update(UI_GOALS)
+    from export_figures import GOALS as EXPORT_GOALS, figures as export_figures  # noqa: E402  (Qt offscreen)
+
+    groups["export"] = export_figures
+    GOALS.update(EXPORT_GOALS)
     wanted = argv[0] if argv else ""
     figures: dict[str, float] = {}
     for group, fn in groups.items():

@@ -167,8 +167,11 @@ class Workspace:
 
     def touched_by(self, change: Callable[[], None]) -> list:
         """Make ``change`` (untimed) and say which visible panels it redraws: the ones it makes dirty (they
-        repaint on their timer) and the ones whose plots it changes directly (e.g. a hover outline)."""
+        repaint on their timer), the ones whose plots it changes directly (e.g. a hover outline), and the
+        ones with any widget Qt then paints (a panel may paint its tiles itself, without a scene)."""
         import pyqtgraph as pg
+        from PySide6.QtCore import QEvent, QObject
+        from PySide6.QtWidgets import QWidget
 
         panels = self.visible_panels()
         hit: set = set()
@@ -178,10 +181,20 @@ class Workspace:
                 fn = (lambda _rects, p=p: hit.add(p))
                 view.scene().changed.connect(fn)
                 links.append((view.scene(), fn))
+
+        class Painted(QObject):
+            def eventFilter(self, obj, ev):
+                if ev.type() == QEvent.Type.Paint and isinstance(obj, QWidget):
+                    hit.update(p for p in panels if obj is p or p.isAncestorOf(obj))
+                return False
+
+        watcher = Painted()
+        self.app.installEventFilter(watcher)
         change()
         hit.update(p for p in panels if p._dirty)
         self.draw([])
         self.drain()
+        self.app.removeEventFilter(watcher)
         for scene, fn in links:
             scene.changed.disconnect(fn)
         return [p for p in panels if p in hit]

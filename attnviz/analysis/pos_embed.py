@@ -221,6 +221,83 @@ def similarity_by_distance(sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return keys[keep].double().sqrt().float(), (sums / counts)[keep]
 
 
+@dataclass
+class DistanceProfile:
+    """Similarity against Euclidean patch distance: one entry per distinct distance > 0 on the grid."""
+
+    distances: torch.Tensor  # (K,) patch distances, ascending
+    mean: torch.Tensor  # (K,) mean similarity of the pairs at that distance
+    std: torch.Tensor  # (K,) their standard deviation (population, over ordered pairs)
+    count: torch.Tensor  # (K,) number of ordered pairs (i, j), i != j, at that distance
+
+
+def similarity_distance_profile(sim: torch.Tensor) -> DistanceProfile:
+    """Mean and spread of a (gh, gw, gh, gw) similarity grid per patch distance (ordered pairs i != j).
+
+    The mean is :func:`similarity_by_distance`'s; the spread shows how much a distance alone decides
+    the similarity (a perfect 2-D map has little spread, a border/interior split a lot).
+    """
+    distances, mean = similarity_by_distance(sim)  # (K,), (K,)
+    gh, gw = sim.shape[:2]
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], dim=1)  # (N, 2)
+    d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1).flatten()  # (N*N,) squared distances, exact
+    vals = sim.reshape(-1).double()  # (N*N,)
+    keys, inv = torch.unique(d2, return_inverse=True)  # same keys, same order as similarity_by_distance
+    counts = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, torch.ones_like(vals))
+    sums = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, vals)
+    centred = vals - (sums / counts)[inv]  # (N*N,) deviation from the mean at its distance
+    var = torch.zeros(len(keys), dtype=torch.float64).index_add_(0, inv, centred * centred) / counts
+    keep = keys > 0
+    return DistanceProfile(distances, mean, var[keep].sqrt().float(), counts[keep].long())
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of a 1-D tensor, ties given the mean of the ranks they span (float64)."""
+    v = values.double()
+    order = torch.argsort(v, stable=True)
+    sorted_v = v[order]
+    # Start index of each run of equal values in sorted order.
+    new_run = torch.ones(len(v), dtype=torch.bool)
+    new_run[1:] = sorted_v[1:] != sorted_v[:-1]
+    run_id = torch.cumsum(new_run.long(), 0) - 1  # (n,) run of each sorted position
+    starts = torch.nonzero(new_run).flatten()  # (R,)
+    ends = torch.cat([starts[1:], torch.tensor([len(v)])])  # (R,) one past the last
+    mean_rank = (starts + ends + 1).double() / 2.0  # (R,) mean of ranks starts+1 .. ends
+    ranks = torch.empty(len(v), dtype=torch.float64)
+    ranks[order] = mean_rank[run_id]
+    return ranks
+
+
+def distance_rank_correlation(sim: torch.Tensor) -> float:
+    """Spearman rank correlation between similarity and Euclidean patch distance, over all pairs i != j.
+
+    One number for "does the embedding encode 2-D distance": -1 when similarity falls strictly with
+    distance, about 0 when it ignores it. Each unordered pair is counted once (the grid is symmetric,
+    and counting both orders would not change the value); ties get average ranks, as in
+    ``scipy.stats.spearmanr``.
+    """
+    if sim.dim() != 4 or tuple(sim.shape[:2]) != tuple(sim.shape[2:]):
+        raise ValueError(f"expected a (gh, gw, gh, gw) similarity grid, got shape {tuple(sim.shape)}")
+    gh, gw = sim.shape[:2]
+    n = gh * gw
+    if n < 3:
+        raise ValueError("a rank correlation needs a grid of at least three patches")
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], dim=1).double()  # (N, 2)
+    iu = torch.triu_indices(n, n, offset=1)  # (2, N(N-1)/2) pairs i < j
+    dist = (pos[iu[0]] - pos[iu[1]]).pow(2).sum(-1).sqrt()  # (P,)
+    vals = sim.reshape(n, n).double()[iu[0], iu[1]]  # (P,)
+    if not bool(torch.isfinite(vals).all()):
+        raise ValueError("the similarity grid holds NaN or infinite values")
+    rs, rd = _average_ranks(vals), _average_ranks(dist)
+    rs, rd = rs - rs.mean(), rd - rd.mean()
+    denom = float(rs.norm() * rd.norm())
+    if denom == 0.0:
+        raise ValueError("the similarity is the same for every pair: no rank correlation")
+    return float((rs * rd).sum()) / denom
+
+
 # --------------------------------------------------------------------------------------------------
 # Swin: relative position bias
 # --------------------------------------------------------------------------------------------------
@@ -387,6 +464,9 @@ __all__ = [
     "SpatialStructure",
     "spatial_structure",
     "similarity_by_distance",
+    "distance_rank_correlation",
+    "DistanceProfile",
+    "similarity_distance_profile",
     "v1_bias_image",
     "v2_bias_image",
     "bias_matrix",

@@ -280,15 +280,38 @@ def equivariance_check(
         ref = net.capture(x, use_pos_embed=use_pos_embed)
         q = check_permutation(perm, ref.grid_size[0] * ref.grid_size[1])
         scr = net.capture(apply_to_image(x, q, ref.patch_size, layout="chw"), use_pos_embed=use_pos_embed)
+    return compare_captures(ref, scr, q, used)
+
+
+def compare_captures(ref, scr, perm: Union[Sequence[int], Array], pos_embed_used: bool) -> EquivarianceReport:
+    """The equivariance numbers of two ViT captures already made: ``ref`` of x and ``scr`` of the
+    patch-scrambled input (by ``perm``), both with the same position-embedding setting.
+
+    Per block, max |Pᵀ A(Px) P − A(x)| over the batch, heads and every token pair (prefix included);
+    the logits' max |difference| over classes.
+    """
+    if ref.family != "vit" or scr.family != "vit":
+        raise ValueError("the equivariance check needs ViT-family captures (Swin's windows are not permutation-free)")
     P = ref.num_prefix_tokens
+    q = check_permutation(perm, ref.grid_size[0] * ref.grid_size[1])
     logits_diff = None
     if ref.logits is not None and scr.logits is not None:
-        logits_diff = float((scr.logits - ref.logits).abs().max())
+        logits_diff = float((scr.logits.float() - ref.logits.float()).abs().max())
     diffs = [
-        float((unpermute_attention(b_s.attn, q, P) - b_r.attn).abs().max())
+        float((unpermute_attention(b_s.attn.float().cpu(), q, P) - b_r.attn.float().cpu()).abs().max())
         for b_r, b_s in zip(ref.blocks, scr.blocks)
     ]
-    return EquivarianceReport(used, logits_diff, diffs)
+    return EquivarianceReport(bool(pos_embed_used), logits_diff, diffs)
+
+
+def probability_change(ref_logits: Array, scr_logits: Array) -> float:
+    """Largest change of any class probability (softmax of the logits), in [0, 1]: how much the
+    prediction moved when the input was scrambled."""
+    a = torch.as_tensor(ref_logits).double().reshape(-1).softmax(-1)
+    b = torch.as_tensor(scr_logits).double().reshape(-1).softmax(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"logits of {a.numel()} and {b.numel()} classes cannot be compared")
+    return float((b - a).abs().max())
 
 
 __all__ = [
@@ -307,4 +330,6 @@ __all__ = [
     "permute_attention",
     "EquivarianceReport",
     "equivariance_check",
+    "compare_captures",
+    "probability_change",
 ]

@@ -21,6 +21,10 @@ real tokens, as with prefix tokens in ViT); the entropy uses the full rows the n
 
 Results are (blocks, heads) float64 arrays; Swin stages with fewer heads are padded with NaN up to
 the largest head count.
+
+Token norms (Darcet et al., "Vision Transformers Need Registers", ICLR 2024): the L2 norm of every
+token a block hands on, as the network recorded it (``BlockCapture.token_norms``), on the block's grid,
+with high-norm outliers flagged by a robust rule (:func:`norm_outliers`).
 """
 from __future__ import annotations
 
@@ -210,3 +214,97 @@ def dataset_head_stats(
         num_heads=heads,
         images=images,
     )
+
+
+def image_head_tables(capture: Capture) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Every image's statistics: mean distance, entropy and prefix share, each (B, L, max H) float64
+    (NaN where a block has fewer heads; prefix share NaN for Swin), and the real head count per block.
+
+    The rows of image b equal ``head_stats(capture, index=b)``; folder statistics accumulate these."""
+    md, ent, share, B = _capture_stats(capture)
+    heads = [int(m.shape[-1]) for m in md]
+    out = []
+    for per_block in (md, ent, share):
+        t = np.full((B, len(per_block), max(heads)), np.nan)  # (B, L, H)
+        for i, v in enumerate(per_block):
+            t[:, i, : v.shape[-1]] = v
+        out.append(t)
+    return out[0], out[1], out[2], heads
+
+
+# ---------------------------------------------------------------------------------------------
+# token norms (Darcet et al., "Vision Transformers Need Registers", ICLR 2024)
+
+# A patch token is an outlier when its norm exceeds max(median + OUTLIER_K · MAD, OUTLIER_RATIO · median)
+# of the block's patch-token norms (MAD = median absolute deviation; for normally distributed norms
+# 5·MAD ≈ 3.4 standard deviations). Median and MAD, because the artifact tokens themselves would inflate a
+# mean and a standard deviation; the ratio, because the artifacts of Darcet et al. have norms several times
+# those of the other patches, while a block whose norms barely vary (a tiny MAD) would otherwise flag
+# tokens that are only a few per cent above the rest.
+OUTLIER_K = 5.0
+OUTLIER_RATIO = 2.0
+
+
+@dataclass
+class NormOutliers:
+    """Which values of a set are outliers by the rule above, and the numbers behind it."""
+
+    mask: np.ndarray  # bool, the shape of the values
+    threshold: float  # max(median + k·MAD, ratio·median)
+    median: float
+    mad: float
+    k: float
+    ratio: float
+
+
+def norm_outliers(values: np.ndarray, k: float = OUTLIER_K, ratio: float = OUTLIER_RATIO) -> NormOutliers:
+    """Flag values strictly above max(median + k·MAD, ratio·median). Any shape; NaN is never an outlier."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        raise ValueError("no finite token norms to look for outliers in")
+    med = float(np.median(finite))
+    mad = float(np.median(np.abs(finite - med)))
+    thr = max(med + k * mad, ratio * med)
+    with np.errstate(invalid="ignore"):
+        mask = np.isfinite(v) & (v > thr)
+    return NormOutliers(mask, thr, med, mad, float(k), float(ratio))
+
+
+@dataclass
+class TokenNorms:
+    """One block's output token norms of one image, on the block's token grid, with the outliers flagged."""
+
+    map: np.ndarray  # (H_b, W_b) float64 L2 norms of the patch (Swin: stage-grid) tokens
+    outliers: NormOutliers  # over the patch tokens; .mask is (H_b, W_b)
+    prefix: np.ndarray  # (P,) norms of the prefix tokens (class, distillation, registers); empty for Swin
+    prefix_names: list[str]
+    block: int
+    token_px: int  # input pixels per token side of this block
+
+
+def token_norms(capture: Capture, block: int, index: int = 0, k: float = OUTLIER_K,
+                ratio: float = OUTLIER_RATIO) -> TokenNorms:
+    """Block ``block``'s output token norms of image ``index``: the patch map and the prefix tokens' norms.
+
+    ViT: ``token_norms`` is (B, N) over prefix + patch tokens; Swin: (B, H·W) row-major on the stage grid.
+    The outlier rule (:func:`norm_outliers`) runs over the patch tokens only: prefix tokens are listed apart,
+    since registers are meant to carry a large norm."""
+    if not 0 <= block < len(capture.blocks):
+        raise ValueError(f"block {block} is not in this capture ({len(capture.blocks)} blocks)")
+    blk = capture.blocks[block]
+    norms = getattr(blk, "token_norms", None)
+    if norms is None:
+        raise ValueError("this capture holds no token norms (the network did not record its block outputs)")
+    n = norms.detach().to("cpu", torch.float64)
+    if n.dim() != 2 or not 0 <= index < n.shape[0]:
+        raise ValueError(f"token norms of shape {tuple(n.shape)} have no image {index}")
+    gh, gw = blk.grid_size
+    P = 0 if isinstance(blk, SwinBlockCapture) else int(capture.num_prefix_tokens)
+    if n.shape[1] != P + gh * gw:
+        raise ValueError(f"{n.shape[1]} token norms do not match {P} prefix tokens + a {gh}×{gw} grid")
+    row = n[index].numpy()  # (P + gh*gw,)
+    grid = row[P:].reshape(gh, gw)  # (gh*gw,) -> (H_b, W_b), row-major
+    names = list(capture.prefix_names[:P]) if P else []
+    names += [f"prefix {i}" for i in range(len(names), P)]
+    return TokenNorms(grid, norm_outliers(grid, k, ratio), row[:P].copy(), names, int(block), int(blk.token_px))

@@ -41,6 +41,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence, Union
 
+import numpy as np
 import torch
 
 from attnviz.analysis.query import FUSIONS, fuse_heads
@@ -225,6 +226,20 @@ def swin_rollout_matrix(
     return swin_rollout_rows(blocks, eye, alpha=alpha, head_fusion=head_fusion, batch=batch)
 
 
+def _scatter_query_rows(block: BlockCapture, query: tuple[int, int], rows_of) -> torch.Tensor:
+    """(K, H, W): ``rows_of(attn[w], slot)`` -> (K, M*M) rows of the query's window, each scattered to the
+    stage grid (the cyclic shift undone, padding keys dropped, 0 outside the window)."""
+    geom = geometry_of(block)
+    w, slot = locate_token(geom, int(query[0]), int(query[1]))
+    rows = rows_of(w, slot)  # (K, M*M)
+    H, W = geom.grid_size
+    out = torch.zeros(rows.shape[0], H * W)
+    index = window_token_index(geom)[w]  # (M*M,)
+    real = index >= 0
+    out[:, index[real]] = rows[:, real]
+    return out.reshape(-1, H, W)  # (K, H, W)
+
+
 def query_attention_map(
     block: BlockCapture,
     query: tuple[int, int],
@@ -237,16 +252,16 @@ def query_attention_map(
     Zeros outside the query's window; the cyclic shift is undone; padding keys are dropped (their
     attention is not shown, so the map can sum to slightly less than 1 in padded windows).
     """
-    geom = geometry_of(block)
     attn = _block_attn(block, batch)  # (nW, heads, M*M, M*M)
-    w, slot = locate_token(geom, int(query[0]), int(query[1]))
-    row = _fuse(attn[w : w + 1, :, slot : slot + 1, :], head_fusion)[0, 0]  # (M*M,)
-    H, W = geom.grid_size
-    out = torch.zeros(H * W)
-    index = window_token_index(geom)[w]  # (M*M,)
-    real = index >= 0
-    out[index[real]] = row[real]
-    return out.reshape(H, W)  # (H, W)
+    return _scatter_query_rows(
+        block, query, lambda w, slot: _fuse(attn[w : w + 1, :, slot : slot + 1, :], head_fusion)[0]  # (1, M*M)
+    )[0]  # (H, W)
+
+
+def query_attention_heads(block: BlockCapture, query: tuple[int, int], *, batch: int = 0) -> torch.Tensor:
+    """(heads, H, W): :func:`query_attention_map` of every head, in one pass over the window."""
+    attn = _block_attn(block, batch)  # (nW, heads, M*M, M*M)
+    return _scatter_query_rows(block, query, lambda w, slot: attn[w, :, slot, :])  # (heads, H, W)
 
 
 def query_attention_image(
@@ -278,15 +293,24 @@ def stage_map_to_patch_grid(stage_map: torch.Tensor, factor: int, grid_size: tup
     return up[:gh, :gw]
 
 
-def stage_map_to_image(stage_map: torch.Tensor, token_px: int, img_size: tuple[int, int]) -> torch.Tensor:
+def stage_map_to_image(stage_map: torch.Tensor, token_px: int, img_size: tuple[int, int],
+                       fill: float = 0) -> torch.Tensor:
     """(img_H, img_W) map: each token's value over its token_px x token_px pixels, cropped to the
-    image; pixels right/below the last whole token (which the patch embedding ignores) get 0."""
-    up = stage_map.repeat_interleave(token_px, dim=0).repeat_interleave(token_px, dim=1)  # (H*p, W*p)
+    image; pixels right/below the last whole token (which the patch embedding ignores) get ``fill``.
+
+    The repetition is numpy's (several times faster than torch's repeat_interleave on a large input);
+    the result has the stage map's dtype (an integer label map stays integer).
+    """
+    if token_px <= 0:
+        raise ValueError(f"token_px must be positive, got {token_px}")
     Hi, Wi = int(img_size[0]), int(img_size[1])
-    out = torch.zeros(Hi, Wi, dtype=stage_map.dtype)
-    h, w = min(Hi, up.shape[0]), min(Wi, up.shape[1])
+    H, W = stage_map.shape
+    h, w = min(Hi, H * token_px), min(Wi, W * token_px)  # the pixels the tokens cover inside the image
+    src = stage_map.detach().cpu().numpy()[: -(-h // token_px), : -(-w // token_px)]  # only tokens that show
+    up = src.repeat(token_px, axis=0).repeat(token_px, axis=1)  # (rows*p, cols*p)
+    out = np.full((Hi, Wi), fill, dtype=src.dtype)
     out[:h, :w] = up[:h, :w]
-    return out
+    return torch.from_numpy(out)
 
 
 __all__ = [
@@ -296,6 +320,7 @@ __all__ = [
     "swin_rollout",
     "swin_rollout_matrix",
     "query_attention_map",
+    "query_attention_heads",
     "query_attention_image",
     "stage_map_to_patch_grid",
     "stage_map_to_image",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from attnviz.nets.capture import BlockCapture, SwinBlockCapture
@@ -93,15 +94,25 @@ def window_of_token(geom: BlockGeometry) -> torch.Tensor:
     return window_index_map(geom.grid_size, geom.window_size, geom.shift_size)  # (H, W)
 
 
-def slot_of_token(geom: BlockGeometry) -> torch.Tensor:
-    """(H, W) slot (row-major position inside its window, 0 .. M*M-1) of every token."""
+def _slots_to_tokens(geom: BlockGeometry, per_slot: torch.Tensor) -> torch.Tensor:
+    """(nW, M*M) values per window slot -> (H, W) the value of the slot each token sits in.
+
+    Undoes the block's roll, pad and partition (:func:`window_token_index`); padding slots are dropped.
+    """
     H, W = geom.grid_size
     table = window_token_index(geom).reshape(-1)  # (nW * M*M,)
-    slots = torch.arange(table.numel()) % (geom.window_size**2)
-    out = torch.empty(H * W, dtype=torch.long)
+    values = per_slot.reshape(-1)  # (nW * M*M,)
+    out = torch.empty(H * W, dtype=values.dtype)
     real = table >= 0
-    out[table[real]] = slots[real]
+    out[table[real]] = values[real]  # every token sits in exactly one slot
     return out.reshape(H, W)  # (H, W)
+
+
+def slot_of_token(geom: BlockGeometry) -> torch.Tensor:
+    """(H, W) slot (row-major position inside its window, 0 .. M*M-1) of every token."""
+    M2 = geom.window_size**2
+    slots = torch.arange(M2).repeat(geom.num_windows, 1)  # (nW, M*M)
+    return _slots_to_tokens(geom, slots)  # (H, W)
 
 
 def locate_token(geom: BlockGeometry, y: int, x: int) -> tuple[int, int]:
@@ -166,19 +177,10 @@ def window_masks(geom: BlockGeometry) -> torch.Tensor | None:
 def window_regions(geom: BlockGeometry) -> torch.Tensor:
     """(H, W) shift-region label of every token as the mask sees it (all 0 for an unshifted block).
 
-    Two tokens of the same window attend to each other unmasked iff their labels are equal.
+    The labels of :func:`slot_regions` carried back to the tokens in the slots. Two tokens of the same
+    window attend to each other unmasked iff their labels are equal.
     """
-    H, W = geom.grid_size
-    if not geom.shift_size:
-        return torch.zeros(H, W, dtype=torch.long)
-    region = shift_region_map(geom.padded_size, geom.window_size, geom.shift_size)  # (Hp, Wp)
-    M = geom.window_size
-    win = window_partition(region[None, :, :, None], M).reshape(-1)  # (nW * M*M,) region per slot
-    table = window_token_index(geom).reshape(-1)  # (nW * M*M,)
-    out = torch.empty(H * W, dtype=torch.long)
-    real = table >= 0
-    out[table[real]] = win[real]
-    return out.reshape(H, W)  # (H, W)
+    return _slots_to_tokens(geom, slot_regions(geom))  # (H, W)
 
 
 def query_mask_map(geom: BlockGeometry, y: int, x: int) -> torch.Tensor:
@@ -200,6 +202,35 @@ def padding_slots(geom: BlockGeometry) -> torch.Tensor:
     return (window_token_index(geom) < 0).sum(dim=1)
 
 
+def slot_regions(geom: BlockGeometry) -> torch.Tensor:
+    """(nW, M*M) shift-region label of every window slot, padding slots included (all 0 unshifted).
+
+    These are the labels the block's mask is built from (:func:`attnviz.nets.windows.shift_attn_mask`):
+    slots i, j of window w are masked apart (-100) iff their labels differ.
+    """
+    M = geom.window_size
+    if not geom.shift_size:
+        return torch.zeros(geom.num_windows, M * M, dtype=torch.long)
+    region = shift_region_map(geom.padded_size, M, geom.shift_size)  # (Hp, Wp)
+    return window_partition(region[None, :, :, None], M).reshape(-1, M * M)  # (nW, M*M)
+
+
+def pixel_window_index(geom: BlockGeometry, img_size: tuple[int, int]) -> np.ndarray:
+    """(img_H, img_W) int32: the window each input pixel falls in at this block, -1 where no token.
+
+    The window index is the network's (row-major over the rolled, padded grid), i.e. the first index
+    of the block's captured attention (B, nW, heads, M², M²) and of its attn_mask (nW, M², M²). A
+    pixel belongs to token (py // token_px, px // token_px); pixels past the last full token of the
+    stage grid (the input was not a multiple of the token size) belong to no token and get -1.
+    """
+    from attnviz.analysis.swin_maps import stage_map_to_image  # swin_maps imports this module
+
+    if int(img_size[0]) <= 0 or int(img_size[1]) <= 0:
+        raise ValueError(f"image size must be positive, got {img_size}")
+    win = window_of_token(geom).to(torch.int32)  # (H, W)
+    return stage_map_to_image(win, geom.token_px, img_size, fill=-1).numpy()  # (img_H, img_W)
+
+
 __all__ = [
     "Rect",
     "BlockGeometry",
@@ -215,4 +246,6 @@ __all__ = [
     "window_regions",
     "query_mask_map",
     "padding_slots",
+    "pixel_window_index",
+    "slot_regions",
 ]

@@ -42,6 +42,7 @@ from attnviz.checkpoints.discover import (
     discover,
 )
 from attnviz.checkpoints.errors import CheckpointError
+from attnviz.errors import one_line
 from attnviz.checkpoints.io import read_state_dict, sniff_format, unwrap_state_dict
 from attnviz.nets.config import ModelInfo, SwinConfig, ViTConfig
 
@@ -408,8 +409,11 @@ def architecture_text(info: ModelInfo) -> str:
 
 
 def _one_line(e: BaseException) -> str:
-    text = e.problem if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
-    return (text.strip().splitlines() or [type(e).__name__])[0]
+    """A checkpoint's problem as the browser lists it: the first line, the class named unless it is a
+    CheckpointError (whose ``problem`` is already said for the user)."""
+    if isinstance(e, CheckpointError):
+        return one_line(e.problem, first_line=True) or type(e).__name__
+    return one_line(e, with_type=True, first_line=True)
 
 
 def describe(entry: Entry | os.PathLike[str] | str) -> Description:

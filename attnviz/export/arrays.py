@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ..nets import Capture, ModelInfo
+from .writing import check_output, write_npz as _write_npz  # noqa: F401 - check_output: dump's check
+
+if TYPE_CHECKING:  # annotations only: the command line's parser imports this module before torch is needed
+    from ..nets import Capture, ModelInfo
 
 
 def capture_meta(cap: Capture, info: Optional[ModelInfo] = None) -> dict:
@@ -51,61 +52,14 @@ def capture_arrays(cap: Capture, info: Optional[ModelInfo] = None, index: int = 
         out["logits"] = cap.logits[index].detach().cpu().float().numpy()
     for b in cap.blocks:
         out[f"attn.{b.index}"] = b.attn[index].detach().cpu().float().numpy()
-        if b.attn_mask is not None:
-            out[f"attn_mask.{b.index}"] = b.attn_mask.detach().cpu().float().numpy()
+        mask = getattr(b, "attn_mask", None)  # only Swin block captures carry one
+        if mask is not None:
+            out[f"attn_mask.{b.index}"] = mask.detach().cpu().float().numpy()
     out["meta"] = np.array(json.dumps(capture_meta(cap, info)))
     return out
 
 
-def check_output(path: str | os.PathLike) -> Path:
-    """Raise OSError with a plain message unless a file can be written at ``path``; checked before
-    any work so that a wrong output path fails at once."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OSError(f"{path} is a folder; give a file name, e.g. {path / 'attention.npz'}")
-    if not parent.exists():
-        raise OSError(f"{path}: folder {parent} does not exist")
-    if not parent.is_dir():
-        raise OSError(f"{path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OSError(f"{path}: no permission to write in folder {parent}")
-    return parent
-
-
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays to ``path`` atomically: a reader never sees a half-written file. The file gets the
-    permissions a new file gets under the process umask."""
-    parent = check_output(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".attnviz-", suffix=".npz.part", dir=parent)
-    except OSError as e:
-        raise OSError(f"{path}: cannot write in folder {parent} ({(e.strerror or str(e)).lower()})") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError) and e.strerror:
-            raise OSError(f"{path}: could not write the file ({e.strerror.lower()})") from e
-        raise
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux tells it (other threads may be creating
-    files); elsewhere set and restored at once."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray], force: bool = True) -> None:
+    """Write arrays to ``path`` atomically (``attnviz dump`` replaces an existing file, as it always has):
+    :func:`attnviz.export.writing.write_npz`."""
+    _write_npz(path, arrays, force)

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .capture import BlockCapture
 from .config import ModelInfo, SwinConfig, ViTConfig
 from .swin import SwinTransformer
 from .vit import VisionTransformer
@@ -42,6 +43,21 @@ def build_model(
     if device is not None or dtype is not None:
         net.to(device=device, dtype=dtype)
     return net
+
+
+def capture_qkv(net: AttnNet, x: torch.Tensor, block: int, use_pos_embed: bool = True) -> BlockCapture:
+    """``block``'s capture with its q, k, v, from one inference pass of ``x`` (3, H, W) or (B, 3, H, W).
+
+    The attention anatomy asks for this on demand, for the one block it shows: ``.qkv`` holds them
+    (float32 on the CPU) and ``.attn`` that block's attention; the pass records no other block (a
+    full ``capture(x, qkv_block=block)`` gives the same block among all the others). The input is
+    moved to the network's device and dtype; a Swin network refuses ``use_pos_embed=False``.
+    """
+    if x.ndim == 3:
+        x = x.unsqueeze(0)  # (1, 3, H, W)
+    p = next(net.parameters())
+    with torch.inference_mode():
+        return net.capture_block(x.to(p.device, p.dtype), block, use_pos_embed)
 
 
 def _few(keys: list[str], n: int = 4) -> str:

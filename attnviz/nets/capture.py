@@ -18,6 +18,24 @@ from .windows import BlockGeometry
 
 
 @dataclass
+class BlockQKV:
+    """Queries, keys and values of one block, as its attention used them (float32 on the CPU).
+
+    Captured only for the block asked for (``capture(..., qkv_block=i)``): the attention anatomy
+    recomputes that block's logits from them. ViT: each (B, heads, N, head_dim) over prefix + patch
+    tokens; Swin: each (B, windows, heads, M*M, head_dim), windows and slots as in ``attn``.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    # What the block multiplies q·kᵀ by: ViT and Swin v1 head_dim ** -0.5; Swin v2 1.0 (its scores are
+    # cosines times the per-head temperature in SwinBlockCapture.logit_scale).
+    scale: float
+    cosine: bool = False  # Swin v2: the scores are cos(q, k), not dot products
+
+
+@dataclass
 class BlockCapture:
     """One attention block's probabilities and the token grid they are drawn on (ViT family)."""
 
@@ -31,6 +49,12 @@ class BlockCapture:
     grid_size: tuple[int, int] = (0, 0)
     # Side of one token of this block in input pixels (ViT: patch size; Swin: patch_size * 2**stage).
     token_px: int = 0
+    # L2 norm of every token of the block's OUTPUT (the residual stream after the block), float32 on
+    # the CPU. ViT: (B, N) over prefix + patch tokens in token order; Swin: (B, H*W) row-major over the
+    # stage grid (un-shifted, un-padded). High-norm outlier tokens are what register tokens absorb.
+    token_norms: Optional[torch.Tensor] = None
+    # q, k, v of this block when the capture was asked for them (qkv_block); None for every other block.
+    qkv: Optional[BlockQKV] = None
 
     @property
     def attn_mask(self) -> Optional[torch.Tensor]:

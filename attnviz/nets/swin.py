@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Recorder, attend
-from .capture import Capture
+from .attention import Recorder, attend, check_qkv_block
+from .capture import Capture, SwinBlockCapture
 from .config import SwinConfig
 from .vit import Mlp
 from .windows import (block_geometry, log_spaced_coords, relative_position_index, shift_attn_mask,
@@ -161,9 +161,15 @@ class SwinBlock(nn.Module):
                            geometry=geom, bias=pos_bias.detach().cpu().float(),
                            attn_mask=None if mask is None else mask.detach().cpu().float(),
                            logit_scale=None if tau is None else tau.detach().cpu().float().reshape(-1))  # (heads,)
-            record = lambda p: rec.add_swin(p.view(B, nW, self.num_heads, M * M, M * M), **applied)  # noqa: E731
+            per_window = lambda t: t.view(B, nW, self.num_heads, M * M, -1)  # noqa: E731  (B, nW, heads, M², ·)
+
+            def record(p, qkv):
+                kept = None if qkv is None else tuple(map(per_window, qkv[:3])) + qkv[3:]
+                rec.add_swin(per_window(p), qkv=kept, **applied)  # p: (B, nW, heads, M², M²)
+        v2 = isinstance(self.attn, WindowAttentionV2)
         out = attend(lambda: self.attn.logits(q, k, bias), v,
-                     lambda: self.attn.fused(q, k, v, bias), record)  # (B*nW, heads, M², hd)
+                     lambda: self.attn.fused(q, k, v, bias), record,
+                     qk=(q, k, 1.0 if v2 else self.attn.scale, v2))  # (B*nW, heads, M², hd)
         out = out.transpose(1, 2).reshape(-1, M * M, C)  # (B*nW, M², C)
         out = self.attn.proj(out).reshape(-1, M, M, C)  # (B*nW, M, M, C)
         x = window_reverse(out, M, Hp, Wp)[:, :H, :W, :]  # (B, H, W, C)
@@ -245,23 +251,37 @@ class SwinTransformer(nn.Module):
             x = stage.downsample(x)
             for blk in stage.blocks:
                 x = blk(x, rec, self.config.patch_size * 2 ** i)
+                if rec is not None:
+                    rec.add_output(x)  # (B, H, W, C): the stage grid, un-shifted and un-padded
         x = self.norm(x).mean(dim=(1, 2))  # (B, C)
         return self.head.fc(x) if self.head is not None else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
 
-    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True) -> Capture:
+    def capture_block(self, x: torch.Tensor, block: int, use_pos_embed: bool = True) -> SwinBlockCapture:
+        """One block's capture with its q, k, v (``.qkv``), from a pass that records no other block."""
+        if not use_pos_embed:
+            raise ValueError("Swin has no absolute position embedding to turn off")
+        check_qkv_block(block, sum(len(stage.blocks) for stage in self.layers))
+        rec = Recorder(qkv_block=block, only_qkv_block=True)
+        self._run(x, rec)
+        return rec.blocks[0]
+
+    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True,
+                qkv_block: Optional[int] = None) -> Capture:
         """Forward with every block's window attention recorded (see Recorder for keep_graph).
 
         ``use_pos_embed`` exists so every network takes the same capture arguments; Swin has no
         absolute position embedding to leave out (its position information is the relative bias
         inside each window's logits), so False is refused rather than silently ignored.
+        ``qkv_block=i`` also keeps block i's q, k, v (``blocks[i].qkv``, per window; the attention anatomy).
         """
         if not use_pos_embed:
             raise ValueError("Swin has no absolute position embedding to turn off (its position information "
                              "is the relative position bias inside each window)")
-        rec = Recorder(keep_graph)
+        check_qkv_block(qkv_block, sum(len(stage.blocks) for stage in self.layers))
+        rec = Recorder(keep_graph, qkv_block)
         out = self._run(x, rec)
         logits = None
         if self.head is not None:

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Recorder, attend
-from .capture import Capture
+from .attention import Recorder, attend, check_qkv_block
+from .capture import BlockCapture, Capture
 from .config import ViTConfig
 
 
@@ -57,7 +57,8 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, heads, hd)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 × (B, heads, N, hd)
         x = attend(lambda: (q * self.scale) @ k.transpose(-2, -1),  # (B, heads, N, N)
-                   v, lambda: F.scaled_dot_product_attention(q, k, v), record)  # (B, heads, N, hd)
+                   v, lambda: F.scaled_dot_product_attention(q, k, v), record,
+                   qk=(q, k, self.scale, False))  # (B, heads, N, hd)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
         return self.proj(x)
 
@@ -180,6 +181,8 @@ class VisionTransformer(nn.Module):
                                                   token_px=cfg.patch_size)
         for blk in self.blocks:
             x = blk(x, record)
+            if rec is not None:
+                rec.add_output(x)
         x = self.norm(x)
         return self.head_out(x)
 
@@ -201,13 +204,23 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None)
 
-    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True) -> Capture:
+    def capture_block(self, x: torch.Tensor, block: int, use_pos_embed: bool = True) -> BlockCapture:
+        """One block's capture with its q, k, v (``.qkv``), from a pass that records no other block."""
+        check_qkv_block(block, len(self.blocks))
+        rec = Recorder(qkv_block=block, only_qkv_block=True)
+        self._run(x, rec, use_pos_embed)
+        return rec.blocks[0]
+
+    def capture(self, x: torch.Tensor, keep_graph: bool = False, use_pos_embed: bool = True,
+                qkv_block: Optional[int] = None) -> Capture:
         """Forward with every block's attention recorded (see Recorder for keep_graph).
 
         ``use_pos_embed=False`` leaves the absolute position embedding out of this one pass (the
         permutation-equivariance lesson); a model without one runs the same either way.
+        ``qkv_block=i`` also keeps block i's q, k, v (``blocks[i].qkv``; the attention anatomy).
         """
-        rec = Recorder(keep_graph)
+        check_qkv_block(qkv_block, len(self.blocks))
+        rec = Recorder(keep_graph, qkv_block)
         out = self._run(x, rec, use_pos_embed)
         logits = None
         if self.head is not None:

@@ -20,7 +20,9 @@ def check_path(path: Optional[str], what: str) -> Optional[str]:
 
 
 def run_app(model: Optional[str] = None, image: Optional[str] = None, device: Optional[str] = None,
-            dtype: Optional[str] = None) -> int:
+            dtype: Optional[str] = None, view_file: Optional[str] = None) -> int:
+    """The desktop app; ``view_file`` (``attnviz --state VIEW.json``) reopens a saved view: its model,
+    image and view state, instead of the demo model."""
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -30,13 +32,17 @@ def run_app(model: Optional[str] = None, image: Optional[str] = None, device: Op
     app.setApplicationName("attnviz")
     app.setOrganizationName("attnviz")
     timing = Timing.from_env()
-    problems = [p for p in (check_path(model, "model"), check_path(image, "image")) if p]
+    problems = [p for p in (check_path(model, "model"), check_path(image, "image"),
+                            check_path(view_file, "view file")) if p]
     for p in problems:
         report(p)
-    if model is None:
-        model = str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else None
-    if image is None:
-        image = str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None
+    if view_file and check_path(view_file, "view file"):
+        view_file = None  # said above; the demo opens instead
+    if not view_file:  # a view file says which model and image to open
+        if model is None:
+            model = str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else None
+        if image is None:
+            image = str(DEFAULT_IMAGE) if DEFAULT_IMAGE.exists() else None
     splash = Splash(problems)
     state: dict = {}
 
@@ -56,6 +62,15 @@ def run_app(model: Optional[str] = None, image: Optional[str] = None, device: Op
         except Exception as e:
             failed("could not start", e)
             raise
+        if view_file:
+            try:
+                from ..export.view_file import ViewFile, open_view
+
+                open_view(session, ViewFile.load(view_file))
+            except Exception as e:  # a broken view file is said in the window; the app still opens
+                report(f"view file {view_file}: {e}")
+                session.report(e)
+            return
         if model and not check_path(model, "model"):
             session.open_model(model)
         if image and not check_path(image, "image"):
@@ -95,10 +110,21 @@ def _main_window(splash, session, problems: list[str], timing):
     import pyqtgraph as pg
 
     from .main_window import MainWindow
-    from .startup import _AfterPaint
+    from .panels.maps_panel import MapsPanel
+    from .startup import LATE_MODULES, _AfterPaint, after_first_map, import_in_background
 
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    MapsPanel.defer_block_slider = True  # its module (superqt) is imported after the first map, below
     win = MainWindow(session)
+    maps = win.panels.get("maps")
+    win._late_imports = None
+
+    def late() -> None:
+        win._late_imports = import_in_background(
+            [(LATE_MODULES, lambda: maps.ensure_block_slider() if maps is not None else None)],
+            lambda e: session.report(RuntimeError(f"could not load the block-range slider: {e}")))
+
+    after_first_map(win, late)
     win.restoreGeometry(splash.saveGeometry())  # where the user sees it now (the saved place, or moved since)
     if timing.on:
         win._timing_paint = _AfterPaint(win, lambda: timing.mark("main_window_s"))

@@ -6,6 +6,7 @@ session's requests. Shortcuts live on actions (not widgets) so they work whichev
 from __future__ import annotations
 
 import html
+import importlib
 from pathlib import Path
 from typing import Optional
 
@@ -31,15 +32,24 @@ DEMO_DIR = Path(__file__).resolve().parents[2] / "models"
 
 MODEL_FILTER = "Checkpoints (*.safetensors *.pth *.pt *.bin *.ckpt *.json);;All files (*)"
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp *.gif);;All files (*)"
-LAYOUT_VERSION = 3  # bump when the set or names of docks change, so an old layout is not restored
+LAYOUT_VERSION = 4  # bump when the set or names of docks change, so an old layout is not restored
 MAX_RECENT = 10
+LESSONS = (  # (dock name, title, module, class) of the lesson panels, tabbed behind Maps
+    ("swin", "Swin windows", ".panels.swin_panel", "SwinPanel"),
+    ("posembed", "Position embeddings", ".panels.pos_embed_panel", "PosEmbedPanel"),
+    ("stats", "Statistics", ".panels.stats_panel", "StatsPanel"),
+    ("scramble", "Scramble", ".panels.scramble_panel", "ScramblePanel"),
+    ("compare", "Compare", ".panels.compare_panel", "ComparePanel"),
+    ("anatomy", "Attention anatomy", ".panels.anatomy_panel", "AnatomyPanel"),
+)
 EDITORS = (QAbstractItemView, QAbstractSpinBox, QLineEdit)  # widgets whose own arrow keys win over navigation
 KEYS_HELP = ("↓ / ↑: next / previous block\nHome / End: first / last block\n"
              "→ / ←: next / previous head (then the fusions mean, max, min)\n"
              "Shift + arrows: move the query patch\nEsc: back to the default query (class token or centre patch)\n"
              "Click: make a patch the query · wheel: zoom · drag: pan · double-click: fit\n"
              "F11: full screen · Ctrl+= / Ctrl+-: larger / smaller text\n"
-             "Ctrl+O: open an image · Ctrl+M: open a model · Ctrl+B: model browser · F1: this list")
+             "Ctrl+O: open an image · Ctrl+M: open a model · Ctrl+B: model browser · F1: this list\n"
+             "Ctrl+E: export a figure · Ctrl+Shift+C: copy it · Ctrl+S / Ctrl+Shift+O: save / open the view")
 
 
 class ErrorBanner(QWidget):
@@ -49,10 +59,11 @@ class ErrorBanner(QWidget):
         super().__init__()
         self.session = session
         lay = QHBoxLayout(self)
-        lay.setContentsMargins(8, 4, 8, 4)
-        self.text = QLabel("")
-        self.text.setWordWrap(True)
-        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.setContentsMargins(8, 1, 8, 1)
+        self.text = QLabel("")  # one line, elided (the whole message in its tooltip and in All messages),
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # so the docks keep their height
+        self.text.setMinimumWidth(120)
+        self._message = ""
         self.all = QPushButton("All messages")
         self.all.clicked.connect(show_all)
         self.dismiss = QPushButton("Dismiss")
@@ -71,8 +82,19 @@ class ErrorBanner(QWidget):
         errs = self.session.errors
         if errs:
             more = f" ({len(errs)} messages)" if len(errs) > 1 else ""
-            self.text.setText(f"⚠ {errs[-1].message}{more}")
+            self._message = f"⚠ {errs[-1].message}{more}"
+            self.text.setToolTip(errs[-1].message)
+            self._elide()
         self.retry_cpu.setVisible(bool(errs) and "out of memory" in errs[-1].message)
+
+    def _elide(self) -> None:
+        fm = self.text.fontMetrics()
+        self.text.setText(fm.elidedText(" ".join(self._message.split()), Qt.TextElideMode.ElideRight,
+                                        max(40, self.text.width())))
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        self._elide()
 
 
 class MainWindow(QMainWindow):
@@ -87,6 +109,7 @@ class MainWindow(QMainWindow):
         self.panels = {"image": ImagePanel(session), "heads": HeadsPanel(session), "maps": MapsPanel(session),
                        "predictions": PredictionsPanel(session), "model": ModelPanel(session)}
         self.docks: dict[str, QDockWidget] = {}
+        self._lazy: dict[str, tuple[str, str]] = {}
         self.browser = ModelBrowser(self.settings, DEMO_DIR, synchronous=session.worker.synchronous)
         self.browser.sigOpen.connect(session.open_model)
         self._controls()
@@ -153,8 +176,34 @@ class MainWindow(QMainWindow):
         self.add_panel("browser", self.browser, L, title="Model browser")
         self.tabifyDockWidget(self.docks["predictions"], self.docks["model"])
         self.tabifyDockWidget(self.docks["model"], self.docks["browser"])
+        for name, title, module, cls in LESSONS:  # stacked behind the Maps tab, built when first shown
+            self.add_lazy_panel(name, title, module, cls, R, tab_with="maps")
         self.docks["predictions"].raise_()
+        self.docks["maps"].raise_()
         self._sized = False
+
+    def add_lazy_panel(self, name: str, title: str, module: str, cls: str, area: Qt.DockWidgetArea,
+                       tab_with: Optional[str] = None) -> QDockWidget:
+        """A dock whose panel is imported and built the first time it is shown (a lesson the user has not
+        opened costs nothing at start-up); ``panel(name)`` builds it on demand too."""
+        d = self.add_panel(name, QLabel(f"{title}: opening…"), area, title=title, tab_with=tab_with)
+        self.panels.pop(name)
+        self._lazy[name] = (module, cls)
+        d.visibilityChanged.connect(lambda visible, n=name: visible and self.panel(n))
+        return d
+
+    def panel(self, name: str) -> QWidget:
+        """The panel docked as ``name``, built now if it is a lesson not yet opened."""
+        if name not in self.panels:
+            module, cls = self._lazy.pop(name)
+            panel = getattr(importlib.import_module(module, __package__), cls)(self.session)
+            self.panels[name] = panel
+            placeholder = self.docks[name].widget()
+            self.docks[name].setWidget(panel)
+            placeholder.deleteLater()  # a dock keeps (and may still paint) the widget it held
+            if self.session.capture is not None:
+                panel._captured()  # draw what is loaded now, as if the capture had just arrived
+        return self.panels[name]
 
     def add_panel(self, name: str, panel: QWidget, area: Qt.DockWidgetArea, title: Optional[str] = None,
                   tab_with: Optional[str] = None, scroll: bool = False) -> QDockWidget:
@@ -216,6 +265,13 @@ class MainWindow(QMainWindow):
         self.recent_images = f.addMenu("Recent images")
         self._action(f, "Clear recent", self.clear_recent)
         f.addSeparator()
+        self._action(f, "Export &figure…", lambda: self._export("export_figure", view=True), "Ctrl+E")
+        self._action(f, "Export &animation…", lambda: self._export("export_animation", view=True))
+        self._action(f, "Export a&rrays…", lambda: self._export("export_arrays"))
+        self._action(f, "&Copy figure", lambda: self._export("copy_figure"), "Ctrl+Shift+C")
+        self._action(f, "&Save view…", lambda: self._export("save_view"), QKeySequence.StandardKey.Save)
+        self._action(f, "Open &view…", lambda: self._export("open_view"), "Ctrl+Shift+O")
+        f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         self._fill_recent()
 
@@ -260,21 +316,54 @@ class MainWindow(QMainWindow):
             w.setVisible(False)
             self.statusBar().addPermanentWidget(w)
         self.statusBar().addPermanentWidget(self.status)
+        self._work_poll = QTimer(self)
+        self._work_poll.setInterval(250)
+        self._work_poll.timeout.connect(lambda: self._working(None))
         p = self.session.products
         p.started.connect(lambda name: self._working(True))
         p.ready.connect(lambda name: self._working(None))
 
     def _working(self, on: Optional[bool]) -> None:
-        """Show the busy bar (on=True), hide it (False), or show it while anything is still pending (None)."""
+        """Show the busy bar (on=True), hide it (False), or show it while anything is still pending (None).
+        While it shows, it asks the worker again every quarter second, so it never outlives the work (a
+        superseded request sends no 'ready')."""
         if on is None:
             on = self.session.pending is not None or self.session.worker.busy()
         self.work.setVisible(on)
         self.work_cancel.setVisible(on)
+        if on and not self._work_poll.isActive():
+            self._work_poll.start()
+        elif not on:
+            self._work_poll.stop()
 
     def cancel_work(self) -> None:
         self.session.cancel()
         self._working(False)
         self.statusBar().showMessage("Cancelled", 4000)
+
+    def _export(self, action: str, view: bool = False) -> None:
+        """Run one of the export dialog's actions; ``view`` preselects the view of the panel the user is in."""
+        from . import export_dialog
+
+        kwargs = {}
+        if view:
+            dock = self.current_dock()
+            if dock in export_dialog.PANEL_VIEWS:
+                kwargs["view"] = export_dialog.panel_view(dock, self.session)
+        try:
+            getattr(export_dialog, action)(self, self.session, **kwargs)
+        except Exception as e:  # an export that fails says so; the app goes on
+            self.session.report(RuntimeError(f"export failed: {type(e).__name__}: {e}"))
+
+    def current_dock(self) -> Optional[str]:
+        """The name of the dock holding the keyboard focus (None outside every dock)."""
+        w = QApplication.focusWidget()
+        while w is not None:
+            for name, d in self.docks.items():
+                if w is d:
+                    return name
+            w = w.parentWidget()
+        return None
 
     # -- layout memory ----------------------------------------------------------------------------
     def _restore_layout(self) -> None:
@@ -288,6 +377,11 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geo)
         if isinstance(state, QByteArray):
             self._restored = self.restoreState(state, LAYOUT_VERSION)
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is not None:  # a window saved larger than this screen comes back inside it
+            avail = screen.availableGeometry()
+            if self.width() > avail.width() or self.height() > avail.height():
+                self.resize(min(self.width(), avail.width()), min(self.height(), avail.height()))
 
     def save_layout(self) -> None:
         st = self.settings
@@ -409,7 +503,7 @@ class MainWindow(QMainWindow):
         self.block.blockSignals(True)
         self.block.setValue(v.block)
         self.block.blockSignals(False)
-        where = f"block {v.block} / {len(cap.blocks) - 1}"
+        where = f"block {v.block} of {len(cap.blocks)}"
         if cap.family == "swin":
             where += f" · stage {b.stage} · window {b.window_size} · shift {b.shift_size}"
         self.block_label.setText(where)
@@ -426,8 +520,9 @@ class MainWindow(QMainWindow):
         g = s.geometry
         ql = v.query.label(list(g.prefix_names))
         self.query_label.setText(f"Query: {ql}")
-        self.status.setText(f"block {v.block} · {head_name(v.head)} · query {ql} · {METHOD_NAMES[v.method]} · "
-                            f"{s.model.device}")
+        no_pe = "" if s.doc.use_pos_embed else " · position embeddings OFF"
+        self.status.setText(f"block {v.block} of {len(cap.blocks)} · {head_name(v.head)} · query {ql} · "
+                            f"{METHOD_NAMES[v.method]} · {s.model.device}{no_pe}")
 
     def _update_title(self) -> None:
         s = self.session
@@ -436,7 +531,8 @@ class MainWindow(QMainWindow):
             return
         model = s.model.info.name or Path(s.doc.model_path or "").name
         image = Path(s.doc.image_path or "").name
-        self.setWindowTitle(f"attnviz — {model} — {image}")
+        no_pe = " (without position embeddings)" if not s.doc.use_pos_embed else ""
+        self.setWindowTitle(f"attnviz — {model}{no_pe} — {image}")
 
     def flush(self) -> None:
         """Repaint every panel that has pending changes (tests and benchmarks)."""
@@ -474,6 +570,7 @@ class MainWindow(QMainWindow):
         d.setWindowTitle("Messages")
         lay = QVBoxLayout(d)
         lst = QListWidget()
+        lst.setWordWrap(True)  # long messages wrap instead of scrolling sideways
         lst.addItems(self.error_log or ["No messages."])
         lay.addWidget(lst)
         ok = QPushButton("Close")

@@ -33,6 +33,9 @@ from .bridge import GuiDeliver
 # together about 3 s of a warm start here (torch alone ~2 s, pyqtgraph ~0.6 s).
 SESSION_MODULES = ("torch", "attnviz.model", "attnviz.session", "attnviz.images", "attnviz.analysis.query")
 WINDOW_MODULES = ("pyqtgraph", "attnviz.qt.main_window")
+# What only a control needs (superqt's range slider: ~0.3 s, since qtpy imports all of QtGui and QtOpenGL):
+# imported after the first map is painted, so that it does not compete with the first paint
+LATE_MODULES = ("superqt",)
 DEFAULT_SIZE = (1480, 900)  # the MainWindow's own default size, so that the swap does not jump
 _IMPORTED_AT = time.perf_counter()
 
@@ -101,6 +104,29 @@ class Timing:
 
         session.captured.connect(captured)
         session.error.connect(lambda msg: self.finish(error=msg))
+
+
+def after_first_map(window, fn: Callable[[], None], fallback_ms: int = 4000) -> None:
+    """Run ``fn`` once, after the image panel has painted the first capture (or after ``fallback_ms``
+    when none comes, e.g. no model given)."""
+    session = window.session
+    view = window.panels["image"].view
+    state = {"done": False}
+
+    def once() -> None:
+        if not state["done"]:
+            state["done"] = True
+            fn()
+
+    def captured() -> None:
+        session.captured.disconnect(captured)
+        if view.isVisible():
+            window._first_map_paint = _AfterPaint(view.viewport(), once)
+        else:
+            QTimer.singleShot(0, once)
+
+    session.captured.connect(captured)
+    QTimer.singleShot(fallback_ms, once)
 
 
 class _AfterPaint(QObject):

@@ -51,3 +51,63 @@ def upsample(values: np.ndarray, factor: int, smooth: bool) -> np.ndarray:
 
     h, w = v.shape
     return cv2.resize(v, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR)  # (h*f, w*f)
+
+
+def span_levels(values: np.ndarray, scale: str) -> tuple[float, float]:
+    """Colour range from the map's own minimum to its maximum (not from 0): for maps whose values all
+    lie close together (attention flow: every patch carries nearly the same flow), so that their
+    differences get the whole colour range. The colour bar then says where the range starts."""
+    if scale == "log":
+        return levels(values, scale)
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+    if not hi > lo:
+        return levels(values, scale)
+    return lo, hi
+
+
+def tick_values(lo: float, hi: float, most: int = 6) -> list[float]:
+    """Round numbers for a colour bar from ``lo`` to ``hi``: both ends always, and up to ``most`` in all
+    with a 1-2-5 step between them, however small the range (0.002 gives 0, 0.0005, ..., 0.002)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return [float(lo)] if np.isfinite(lo) else []
+    raw = (hi - lo) / max(most - 1, 1)
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    first = np.ceil(lo / step - 1e-9) * step
+    inner = [float(first + i * step) for i in range(int(np.floor((hi - first) / step + 1e-9)) + 1)]
+    inner = [t for t in inner if abs(t - lo) > 0.35 * step and abs(hi - t) > 0.35 * step]  # clear of the ends
+    return [float(lo)] + inner + [float(hi)]
+
+
+def _compact(text: str) -> str:
+    """'1.50e-04' -> '1.5e-4': no trailing zeros in a mantissa or a decimal, no padded exponent."""
+    if "e" in text:
+        mant, exp = text.split("e")
+        mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
+        return f"{mant}e{int(exp)}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_ticks(ticks: list[float], scale: str = "linear") -> list[str]:
+    """Colour-bar numbers, one format for the whole bar so that they read as one scale: plain decimals
+    with as many digits as the step between ticks needs (the two ends one more) while the largest is
+    between 0.001 and 100000, else powers of ten; never an empty label. On a log scale the ticks are
+    log10 of the numbers shown."""
+    if scale == "log":
+        return [_compact(f"{10.0 ** t:.2g}") if 1e-3 <= 10.0 ** t < 1e4 else _compact(f"{10.0 ** t:.1e}")
+                for t in ticks]
+    vals = [float(t) for t in ticks]
+    top = max((abs(t) for t in vals), default=0.0)
+    if top == 0:
+        return ["0" for _ in vals]
+    gaps = [b - a for a, b in zip(vals, vals[1:]) if b > a]
+    step = min(gaps) if gaps else top
+    if 1e-3 <= top < 1e5 and step >= top * 1e-6:
+        digits = int(min(max(np.ceil(-np.log10(step) - 1e-9), 0), 8))
+        out = []
+        for i, t in enumerate(vals):
+            d = digits + (1 if i in (0, len(vals) - 1) else 0)
+            out.append("0" if abs(t) < step * 1e-6 else _compact(f"{t:.{d}f}"))
+        return out
+    return ["0" if abs(t) < step * 1e-6 else _compact(f"{t:.2e}") for t in vals]

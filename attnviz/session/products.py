@@ -117,13 +117,13 @@ def query_heads(ctx: Context, block: int, query: Query) -> QueryHeads:
         prefix = prefix_attention(attn, token, g.num_prefix_tokens) if g.num_prefix_tokens else None
         cell = None if isinstance(query, Prefix) else (query.row, query.col)
         return QueryHeads(maps, prefix, int(b.token_px), cell, query.label(list(g.prefix_names)))
-    from ..analysis.swin_maps import query_attention_map
+    from ..analysis.swin_maps import query_attention_heads
     from ..analysis.windows import geometry_of, locate_token, window_token_index
 
     if not isinstance(query, Patch):
         raise NotApplicable("Swin has no prefix tokens: pick a patch")
     cell = stage_token(query, b)
-    maps = np.stack([query_attention_map(b, cell, head_fusion=h).numpy() for h in range(b.num_heads)])  # (heads, H, W)
+    maps = query_attention_heads(b, cell).numpy()  # (heads, H, W): every head in one pass over the window
     label = f"{query.label()} → stage-{b.stage} token {cell}" if b.stage else query.label()
     geom = geometry_of(b)
     w, _slot = locate_token(geom, *cell)

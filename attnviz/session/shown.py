@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from .display import levels
+from .display import format_ticks, levels, span_levels
 from .products import QueryHeads, TokenMap, Unavailable
 from .view_state import METHOD_NAMES
 
@@ -23,7 +23,7 @@ class ShownMap:
     token_px: int = 0
     levels: tuple[float, float] = (0.0, 1.0)
     title: str = ""
-    note: str = ""  # why nothing is drawn, or what is being computed
+    note: str = ""  # why nothing is drawn, what is being computed, or how the colours are spread
     query_cell: Optional[tuple[int, int]] = None  # the query's cell on this map's grid (Swin: stage token)
     prefix: Optional[np.ndarray] = None  # (P,) what the query gives each prefix token (attention method)
     window: Optional[np.ndarray] = None  # Swin: (h, w) bool, the query's window; outside it nothing is drawn
@@ -62,4 +62,9 @@ def shown_map(session, method: Optional[str] = None, normalisation: Optional[str
     if isinstance(result, Unavailable):
         return ShownMap(None, g.patch_size, title=name, note=result.reason)
     assert isinstance(result, TokenMap)
+    if method == "flow":  # nearly even over the patches: from its own minimum, said in the caption and on the bar
+        lv = span_levels(result.map, view.scale)
+        lo, hi = format_ticks(list(lv), view.scale)
+        return ShownMap(result.map, g.patch_size, lv, f"{name} {result.note}".strip(),
+                        note=f"colours from its min {lo} to its max {hi}")
     return ShownMap(result.map, g.patch_size, levels(result.map, view.scale), f"{name} {result.note}".strip())

@@ -15,7 +15,9 @@ from typing import Any, Optional
 import numpy as np
 from psygnal import Signal
 
+from ..analysis.predictions import top_classes
 from .products import Context, Products
+from .scramble_state import ScrambledPair, ScrambleState, default_window, scramble_capture
 from .query import Geometry, Patch, clamp_query, default_query, pixel_to_patch, remap_query
 from .view_state import Limits, ViewState
 from .worker import Worker
@@ -60,9 +62,13 @@ class Session:
     error = Signal(str)
     errors_changed = Signal()
     cancelled = Signal()
+    scramble_ready = Signal()  # a new ``scrambled`` pair (or None: it could not be made)
+    pos_embed_changed = Signal(bool)  # ``doc.use_pos_embed`` changed (the capture reruns)
 
     def __init__(self, worker: Optional[Worker] = None, device: Optional[str] = None, dtype: Optional[str] = None):
         self.worker = worker or Worker()
+        self.scramble = ScrambleState()  # the Scramble panel's settings (saved with the view state)
+        self.scrambled: Optional[ScrambledPair] = None  # the capture of the scrambled input, when asked for
         self.view = ViewState()
         self.products = Products(self.worker, self.view)
         self.doc = Document(device=device, dtype=dtype)
@@ -137,6 +143,9 @@ class Session:
     def _model_loaded(self, path: str, img_size: Optional[int], model, seconds: float) -> None:
         self.doc.model, self.doc.model_path, self.doc.load_seconds = model, path, seconds
         self.doc.img_size = img_size
+        if model.family != "vit" and not self.doc.use_pos_embed:
+            self.doc.use_pos_embed = True  # Swin has no absolute embedding to leave out
+            self.pos_embed_changed.emit(True)
         self._succeeded("model")
         if self.doc.image is None:
             self.pending = None
@@ -191,6 +200,8 @@ class Session:
         doc.capture_model = doc.model
         self._ident += 1
         self.products.set_context(Context(cap, doc.model, x, new, doc.use_pos_embed, self._ident))
+        self.scrambled = None  # made from the previous capture
+        self.scramble.set_grid(new.grid_size, default_window(cap))
         view = self.view
         num_classes = 0 if cap.logits is None else int(cap.logits.shape[-1])
         limits = Limits(len(cap.blocks), tuple(int(b.num_heads) for b in cap.blocks), new, num_classes)
@@ -213,6 +224,60 @@ class Session:
         self.products.set_context(self.products.context)
         self.pending = None
         self.cancelled.emit()
+
+    def use_image(self, path: Optional[str], img: Any) -> None:
+        """Take an image another session already decoded (the Compare panel's model B sees the same
+        picture) and run the capture on it."""
+        self._image_loaded(path, img)
+
+    def set_use_pos_embed(self, on: bool) -> None:
+        """Run the whole session with (on) or without the ViT's absolute position embedding: an argument
+        of the capture, which reruns on the worker; every panel then shows the model without it. Swin
+        (relative position bias only) refuses, with a message."""
+        on = bool(on)
+        if on == self.doc.use_pos_embed:
+            return
+        m = self.doc.model
+        if not on and m is not None and m.family != "vit":
+            self.report(ValueError("Swin has no absolute position embedding to switch off: its position "
+                                   "information is the relative position bias inside each window"))
+            return
+        self.doc.use_pos_embed = on
+        self.pos_embed_changed.emit(on)
+        if m is not None and self.doc.image is not None:
+            self._run()
+
+    def request_scramble(self) -> None:
+        """Capture the input scrambled by ``self.scramble`` (on the worker, with the session's position-
+        embedding setting); ``scramble_ready`` announces ``self.scrambled``. Bad settings are reported."""
+        cap, x, model = self.doc.capture, self.doc.x, self.doc.capture_model
+        if cap is None or x is None or model is None:
+            return
+        try:
+            perm = self.scramble.permutation(tuple(cap.grid_size))
+        except ValueError as e:
+            self.report(e)
+            return
+        # the setting the capture was made with (a rerun with a new one may be on its way)
+        image, use_pe, ident = self.doc.input_image, self.products.context.use_pos_embed, self._ident
+
+        def work():
+            return scramble_capture(model, x, image, cap, perm, use_pe, ident)
+
+        def done(pair: ScrambledPair) -> None:
+            if pair.ident != self._ident:
+                return  # the session captured something newer meanwhile
+            self.scrambled = pair
+            self.scramble_ready.emit()
+
+        def failed(e: BaseException) -> None:
+            if ident != self._ident:
+                return  # a failure of a superseded capture: the current pair and errors stay as they are
+            self.scrambled = None
+            self.report(e, "capture")
+            self.scramble_ready.emit()
+
+        self.worker.submit("scramble", work, done, failed)
 
     # -- what is looked at (no model run) ----------------------------------------------------------
     def pick_pixel(self, y: float, x: float) -> None:
@@ -243,13 +308,10 @@ class Session:
     def predictions(self, k: int = 5) -> list[tuple[int, str, float]]:
         """The k most probable classes of the current capture as (index, name, probability)."""
         cap = self.capture
-        if cap is None or cap.logits is None:
+        if cap is None:
             return []
-        probs = cap.logits[0].double().softmax(-1)
-        top = probs.topk(min(k, probs.numel()))
-        names = self.model.class_names if self.model is not None else None
-        return [(int(i), (names[i] if names and i < len(names) else f"class {i}"), float(p))
-                for p, i in zip(top.values.tolist(), top.indices.tolist())]
+        model = self.doc.capture_model or self.model  # the names of the network that made the capture
+        return top_classes(cap.logits, model.class_names if model is not None else None, k)
 
 
 def _short(path: str) -> str:

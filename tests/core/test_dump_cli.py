@@ -181,3 +181,64 @@ def test_swin_analysis_pads_heads_with_nan(tmp_path):
     mad = d["mean_attention_distance"]
     assert mad.shape == (4, 2) and np.isnan(mad[:2, 1]).all() and np.isfinite(mad[2:]).all()
     assert "rollout" not in d.files and "pos_embed_similarity" not in d.files
+
+
+def test_dump_scramble_no_pos_embed_writes_the_permutation_it_applied(tmp_path):
+    from attnviz.analysis.scramble import apply_to_image, random_permutation
+
+    net, model = _save(tmp_path, VIT)
+    x = np.random.default_rng(5).standard_normal((3, 48, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "s.npz"
+    proc = subprocess.run([sys.executable, "-m", "attnviz", "dump", "--model", model, "--tensor",
+                           str(tmp_path / "x.npy"), "--out", str(out), "--device", "cpu", "--scramble", "random:3",
+                           "--no-pos-embed"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    d = np.load(out)
+    perm = random_permutation((3, 4), 3)
+    assert d["permutation"].dtype == np.int64
+    np.testing.assert_array_equal(d["permutation"], perm.numpy())
+    meta = json.loads(str(d["meta"]))
+    assert meta["use_pos_embed"] is False and meta["scramble"] == "random:3"
+    cap = net.capture(apply_to_image(torch.from_numpy(x)[None], perm, 16, layout="chw"), use_pos_embed=False)
+    np.testing.assert_allclose(d["logits"], cap.logits[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(d["attn.1"], cap.blocks[1].attn[0].numpy(), atol=1e-6)
+    with_pe = net.capture(apply_to_image(torch.from_numpy(x)[None], perm, 16, layout="chw"))
+    assert np.abs(with_pe.logits[0].numpy() - d["logits"]).max() > 1e-4  # the embedding really was left out
+
+
+@pytest.mark.parametrize("spec, model_cfg, said", [
+    ("shuffle:1", VIT, "use random:SEED"),
+    ("random:x", VIT, "is not a whole number"),
+    ("swap:0,0:9,9", VIT, "outside the 3x4 grid"),
+    ("reverse", SWIN, "Swin has no absolute position embedding"),
+])
+def test_bad_scramble_or_no_pos_embed_on_swin_is_one_line_exit_1(tmp_path, spec, model_cfg, said):
+    _, model = _save(tmp_path, model_cfg)
+    size = (48, 64) if model_cfg is VIT else (224, 224)
+    np.save(tmp_path / "x.npy", np.zeros((3, *size), np.float32))
+    out = tmp_path / "out.npz"
+    extra = ["--no-pos-embed"] if model_cfg is SWIN else []
+    proc = subprocess.run([sys.executable, "-m", "attnviz", "dump", "--model", model, "--tensor",
+                           str(tmp_path / "x.npy"), "--out", str(out), "--device", "cpu", "--scramble", spec, *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("attnviz: error:") and said in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_dump_scramble_on_swin_moves_stage_zero_patches(tmp_path):
+    from attnviz.analysis.scramble import apply_to_image, window_permutation
+
+    net, model = _save(tmp_path, SWIN)
+    x = np.random.default_rng(6).standard_normal((3, 224, 224)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "w.npz"
+    assert main(["dump", "--model", model, "--tensor", str(tmp_path / "x.npy"), "--out", str(out),
+                 "--device", "cpu", "--scramble", "window:1"]) == 0
+    d = np.load(out)
+    perm = window_permutation((56, 56), 7, 1)  # the model's own 7×7 window on the 4-pixel patch grid
+    np.testing.assert_array_equal(d["permutation"], perm.numpy())
+    cap = net.capture(apply_to_image(torch.from_numpy(x)[None], perm, 4, layout="chw"))
+    np.testing.assert_allclose(d["attn.0"], cap.blocks[0].attn[0].numpy(), atol=1e-6)

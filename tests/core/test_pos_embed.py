@@ -19,9 +19,11 @@ from attnviz.analysis.pos_embed import (
     captured_bias_image,
     captured_logit_scale,
     cosine_similarity_grid,
+    distance_rank_correlation,
     patch_position_embeddings,
     position_similarity,
     similarity_by_distance,
+    similarity_distance_profile,
     sincos_2d_position_embedding,
     spatial_structure,
     v1_bias_image,
@@ -123,6 +125,83 @@ def test_similarity_by_distance_on_a_known_grid():
     d, m = similarity_by_distance(sim)
     assert torch.allclose(d, torch.tensor([1.0, 2.0]))
     assert torch.allclose(m, torch.tensor([-1.0, -2.0]))
+
+
+def _spearman_by_hand(a: list[float], b: list[float]) -> float:
+    """Spearman's rho from first principles: average ranks (ties share the mean of their positions),
+    then Pearson's correlation of the ranks, in plain Python."""
+
+    def ranks(v: list[float]) -> list[float]:
+        out = [0.0] * len(v)
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def _pairs(sim: torch.Tensor) -> tuple[list[float], list[float]]:
+    gh, gw = sim.shape[:2]
+    flat = sim.reshape(gh * gw, gh * gw)
+    s, d = [], []
+    for i in range(gh * gw):
+        for j in range(i + 1, gh * gw):
+            (yi, xi), (yj, xj) = divmod(i, gw), divmod(j, gw)
+            s.append(float(flat[i, j]))
+            d.append(math.hypot(yi - yj, xi - xj))
+    return s, d
+
+
+@pytest.mark.parametrize("grid", [(5, 5), (4, 7)])
+def test_distance_rank_correlation_equals_spearman_by_hand(grid):
+    torch.manual_seed(1)
+    for pe in (sincos_2d_position_embedding(32, grid), torch.randn(grid[0] * grid[1], 16)):
+        sim = position_similarity(pe, grid)
+        assert distance_rank_correlation(sim) == pytest.approx(_spearman_by_hand(*_pairs(sim)), abs=1e-9)
+
+
+def test_distance_rank_correlation_extremes_and_bad_input():
+    ys, xs = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1)  # (16, 2)
+    minus_dist = -torch.cdist(pos, pos).reshape(4, 4, 4, 4)
+    assert distance_rank_correlation(minus_dist) == pytest.approx(-1.0)
+    assert distance_rank_correlation(-minus_dist) == pytest.approx(1.0)
+    # A 2-D sin-cos embedding falls with distance; a random one does not.
+    assert distance_rank_correlation(position_similarity(sincos_2d_position_embedding(64, (8, 8)), (8, 8))) < -0.5
+    torch.manual_seed(0)
+    assert abs(distance_rank_correlation(position_similarity(torch.randn(64, 64), (8, 8)))) < 0.1
+    with pytest.raises(ValueError, match="same for every pair"):
+        distance_rank_correlation(torch.ones(3, 3, 3, 3))
+    with pytest.raises(ValueError, match="similarity grid"):
+        distance_rank_correlation(torch.ones(3, 3, 9))
+
+
+def test_distance_profile_mean_and_spread_by_hand():
+    torch.manual_seed(2)
+    grid = (3, 4)
+    sim = position_similarity(torch.randn(12, 8), grid)
+    prof = similarity_distance_profile(sim)
+    d_ref, m_ref = similarity_by_distance(sim)
+    assert torch.equal(prof.distances, d_ref) and torch.allclose(prof.mean, m_ref, atol=1e-6)
+    flat = sim.reshape(12, 12)
+    for k, d in enumerate(prof.distances.tolist()):
+        vals = [float(flat[i, j]) for i in range(12) for j in range(12) if i != j
+                and abs(math.hypot(i // 4 - j // 4, i % 4 - j % 4) - d) < 1e-5]
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+        assert prof.count[k] == len(vals)
+        assert float(prof.std[k]) == pytest.approx(std, abs=1e-6)
+    assert int(prof.count.sum()) == 12 * 11
 
 
 # ---------------------------------------------------------------- Swin relative position bias

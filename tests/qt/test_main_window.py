@@ -308,3 +308,203 @@ def test_swin_overview_shows_every_stage_on_the_first_grid(window, checkpoint, i
     t = stage_map_to_patch_grid(query_attention_map(s.capture.blocks[2], (2, 3), head_fusion=1), 2, (h, w))
     t = t.double().numpy()
     np.testing.assert_allclose(mos[2 * (h + 1):2 * (h + 1) + h, (w + 1):(w + 1) + w], t / t.max(), atol=1e-7)
+
+
+# -- speed: what a change redraws, and the UX of the figures -------------------------------------------
+
+def test_a_head_or_block_change_redraws_only_the_attention_tile(window, checkpoint, image_path):
+    s = _open(window, checkpoint, image_path)
+    maps = window.panels["maps"]
+    before = {m: (t.view.heat.image, maps.arrays[m]) for m, t in maps.tiles.items()}
+    s.view.update(block=2, head=1)
+    window.flush()
+    for m in ("rollout", "flow", "grad_rollout", "chefer"):  # they read query, options and class only
+        assert maps.tiles[m].view.heat.image is before[m][0] and maps.arrays[m] is before[m][1]
+    attn = s.capture.blocks[2].attn[0]  # (heads, N, N)
+    np.testing.assert_array_equal(maps.arrays["attention"], query_map(attn, 0, 1, (4, 4), 1))
+    assert maps.tiles["attention"].view.heat.image is not before["attention"][0]
+
+
+def test_head_tiles_are_coloured_from_their_own_rows(window, checkpoint, image_path):
+    from attnviz.qt.widgets.colorize import colorize, premultiplied_bgra
+    from attnviz.qt.widgets.overlay import lookup_table
+    from attnviz.session.display import levels
+
+    s = _open(window, checkpoint, image_path)
+    s.view.update(block=1, query=Patch(1, 2))
+    window.flush()
+    heads = window.panels["heads"]
+    attn = s.capture.blocks[1].attn[0]  # (heads, N, N)
+    lut = lookup_table(s.view.colormap, False)
+    for h in range(2):
+        row = query_attention(attn, 1 + 1 * 4 + 2, 1, (4, 4))[h]  # (4, 4)
+        np.testing.assert_array_equal(heads.arrays[h], row)
+        np.testing.assert_array_equal(heads.grid._buffers[h], premultiplied_bgra(colorize(row, levels(row, "linear"), lut)))
+    assert heads.grid.selected is None  # 'mean' fuses the heads: no tile is the selection
+    s.view.head = 1
+    window.flush()
+    assert heads.grid.selected == 1 and "head 1" in heads.grid.captions[1]
+
+
+def test_colour_bar_numbers_show_for_tiny_ranges():
+    from attnviz.session.display import format_ticks, tick_values
+
+    for lo, hi in ((0.0, 0.002), (0.0, 3.1e-7), (0.93, 1.0), (-0.013, 0.021), (0.0, 1.0)):
+        ticks = tick_values(lo, hi)
+        labels = format_ticks(ticks)
+        assert ticks[0] == lo and ticks[-1] == hi and len(ticks) >= 2
+        assert all(labels) and len(set(labels)) == len(labels)  # none empty, none repeated
+        for t, text in zip(ticks, labels):
+            assert abs(float(text) - t) <= 0.06 * (hi - lo)  # each number says its own value
+    assert format_ticks(tick_values(0.0, 0.002)) == ["0", "0.0005", "0.001", "0.0015", "0.002"]
+
+
+def test_image_colour_bar_reads_a_min_of_heads_map(window, checkpoint, image_path):
+    s = _open(window, checkpoint, image_path)
+    s.view.head = "min"
+    window.flush()
+    view = window.panels["image"].view
+    lo, hi = view.levels
+    np.testing.assert_allclose(hi, query_map(s.capture.blocks[0].attn[0], 0, 1, (4, 4), "min").max())
+    shown = view.bar.shown_labels()
+    assert len(shown) >= 2 and float(shown[-1]) == 0.0 and abs(float(shown[0]) - hi) <= 0.1 * hi
+
+
+def test_plot_text_follows_the_application_font(window, checkpoint, image_path, qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    s = _open(window, checkpoint, image_path)
+    heads = window.panels["heads"]
+    heads.tabs.setCurrentIndex(2)
+    window.flush()
+    app = QApplication.instance()
+    original = app.font()
+    bar = window.panels["image"].view.bar
+    axis = heads.matrix.getAxis("left")
+    small = (bar.font.pointSizeF(), axis.style["tickFont"].pointSizeF(), heads.grid.font().pointSizeF())
+    try:
+        window.zoom_text(+3)
+        qtbot.waitUntil(lambda: bar.font.pointSizeF() > small[0], timeout=2000)
+        assert axis.style["tickFont"].pointSizeF() > small[1] and heads.grid.font().pointSizeF() > small[2]
+        assert window.panels["maps"].tiles["attention"].view.bar is None  # tiles carry no bar
+    finally:
+        app.setFont(original)
+    assert s.capture is not None
+
+
+def test_matrix_has_a_colour_scale_and_marks_the_query_row_only(window, checkpoint, image_path):
+    from attnviz.session.display import levels
+
+    s = _open(window, checkpoint, image_path)
+    s.view.update(block=1, head=1, query=Patch(2, 3))
+    heads = window.panels["heads"]
+    heads.tabs.setCurrentIndex(2)
+    window.flush()
+    m = s.capture.blocks[1].attn[0, 1].double().numpy()  # (17, 17)
+    np.testing.assert_array_equal(heads.matrix_array, m)
+    assert heads.matrix.bar.levels == levels(m, "linear") and heads.matrix.bar.shown_labels()
+    r = heads.matrix_row.rect()
+    assert (r.x(), r.y(), r.width(), r.height()) == (0, 1 + 2 * 4 + 3, 17, 1)  # the row, over the matrix only
+
+
+def test_flow_is_coloured_from_its_minimum_and_says_so(window, checkpoint, image_path):
+    from attnviz.analysis.flow import attention_flow, flow_map
+
+    s = _open(window, checkpoint, image_path)
+    maps = window.panels["maps"]
+    attns = [b.attn[0] for b in s.capture.blocks]
+    fl = flow_map(attention_flow(attns, 0, options=s.view.options, num_prefix_tokens=1), 1, (4, 4))
+    fl = fl / fl.max()
+    np.testing.assert_allclose(maps.arrays["flow"], fl, atol=1e-9)
+    assert maps.levels["flow"] == (maps.arrays["flow"].min(), maps.arrays["flow"].max())
+    assert "colours from min" in maps.tiles["flow"].text
+    assert maps.levels["rollout"][0] == 0.0  # the others still start at 0
+    s.view.method = "flow"
+    window.flush()
+    image = window.panels["image"]
+    assert image.view.levels == maps.levels["flow"] and "colours from its min" in image.caption.text()
+
+
+def test_hover_is_outlined_on_the_head_tiles(window, checkpoint, image_path):
+    s = _open(window, checkpoint, image_path)
+    heads = window.panels["heads"]
+    window.panels["image"].view.sigHovered.emit(40.0, 20.0)  # patch (2, 1)
+    assert heads.grid.hover == (2, 1)
+    tile, out = heads.grid.tile_rect(0), heads.grid.hover_rect(0)
+    assert tile.contains(out.center())
+    np.testing.assert_allclose([out.x() - tile.x(), out.y() - tile.y()], [tile.width() / 4, 2 * tile.height() / 4])
+    window.panels["image"].view.sigHovered.emit(-1.0, -1.0)
+    assert heads.grid.hover is None and heads.grid.hover_rect(0) is None
+
+
+def test_swin_outside_the_window_is_hatched_and_explained(window, checkpoint, image_path):
+    from attnviz.analysis.swin_maps import stage_map_to_patch_grid
+
+    cfg = SwinConfig(img_size=(64, 64), embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=(4, 4),
+                     num_classes=3)
+    s = _open(window, checkpoint, image_path, cfg, "swin")
+    s.view.update(block=1, query=Patch(5, 6))  # stage 0, shifted windows: the query's window is 4x4 tokens
+    window.flush()
+    heads = window.panels["heads"]
+    qh = s.products.get("query_heads")
+    np.testing.assert_array_equal(heads.grid.outside, ~qh.window)
+    assert heads.grid.outside.sum() == qh.window.size - 16 and heads.grid._runs
+    assert "outside the query's window" in heads.caption.text()
+    heads.tabs.setCurrentIndex(1)
+    s.view.update(block=0, query=Patch(0, 0))
+    window.flush()
+    every = s.products.get("model_query_maps")
+    h, w = every[0].maps.shape[1:]
+    for b, qb in enumerate(every):
+        f = qb.token_px // every[0].token_px
+        win = stage_map_to_patch_grid(torch.from_numpy(qb.window.astype(np.float64)), f, (h, w)).numpy() > 0.5
+        np.testing.assert_array_equal(heads.overview_outside[b * (h + 1):b * (h + 1) + h, :w], ~win)
+    assert heads.overview_outside.any() and not heads.overview_hatch.path().isEmpty()
+    assert (heads.overview.img.image[heads.overview_outside][:, 3] == 0).all()  # not coloured: hatched
+
+
+def test_out_of_date_notice_moves_nothing(window, checkpoint, image_path):
+    s = _open(window, checkpoint, image_path)
+    image = window.panels["image"]
+    size = image.view.size()
+    s.busy.emit("opening img.png")
+    image.body.activate()  # lay the panel out now, as the event loop would
+    assert image.stale.isVisible() and "opening img.png" in image.stale.text()
+    assert image.body.indexOf(image.stale) == -1 and image.view.size() == size  # over the panel, not in it
+    s.open_image(image_path)
+    assert not image.stale.isVisible()
+
+
+def test_a_dock_tabbed_behind_another_waits_until_its_tab_is_selected(window, checkpoint, image_path, qtbot):
+    s = _open(window, checkpoint, image_path)
+    model, preds = window.panels["model"], window.panels["predictions"]
+    window.docks["predictions"].raise_()
+    qtbot.waitUntil(lambda: model.visibleRegion().isEmpty(), timeout=2000)
+    calls = []
+    model.refresh = lambda: calls.append(1)  # the model panel repaints on every model load
+    preds.refresh = lambda: calls.append(2)
+    s.open_image(image_path)  # a new capture: both are dirty
+    assert calls == [2] and model._dirty  # the one behind its tab waits
+    window.docks["model"].raise_()
+    qtbot.waitUntil(lambda: calls == [2, 1], timeout=2000)
+    assert not model._dirty
+
+
+def test_the_block_range_slider_can_come_after_the_first_map(qtbot, checkpoint, image_path, monkeypatch):
+    from attnviz.qt.panels.maps_panel import MapsPanel
+    from attnviz.session import Session, Worker
+
+    monkeypatch.setattr(MapsPanel, "defer_block_slider", True)  # as the app builds its window
+    s = Session(Worker(synchronous=True), device="cpu")
+    p = MapsPanel(s)
+    qtbot.addWidget(p)
+    p.show()
+    s.open_model(checkpoint(VIT, "vit"))
+    s.open_image(image_path)
+    s.view.options = MixOptions(first_block=1)
+    p.flush()
+    assert p.blocks is None and p.blocks_slot.text() == "1–2"  # the range is said meanwhile
+    p.ensure_block_slider()
+    assert tuple(p.blocks.value()) == (1, 2) and p.blocks_slot is None
+    p.blocks.setValue((0, 1))
+    assert (s.view.options.first_block, s.view.options.last_block) == (0, 1)

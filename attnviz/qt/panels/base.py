@@ -2,16 +2,42 @@
 
 A panel subscribes to the view fields it reads (``follow``) and repaints once per event-loop turn
 however many of them changed (``schedule`` → ``refresh``); ``flush`` repaints now (tests, benchmarks).
-A hidden panel only notes that it is dirty and repaints when it is shown again.
+A panel that is not on screen only notes that it is dirty and repaints when it is shown again; that
+includes a dock tabbed behind another, which Qt keeps "visible" (moved off the window): it repaints
+when its tab is selected (``QDockWidget.visibilityChanged``).
+
+The "Out of date" notice floats over the top of the panel instead of taking a row of its layout: a
+row that appears when a load starts and goes when it ends resized every plot twice per image opened
+(30–50 ms each). When the application font changes (Ctrl+= while presenting) ``on_font_change`` runs
+once, so that plot text drawn by pyqtgraph follows the widgets' text.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
-from PySide6.QtCore import QSize, Qt, QTimer
-from PySide6.QtWidgets import QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QSize, Qt, QTimer
+from PySide6.QtWidgets import QDockWidget, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from ...session import Session
+
+
+class Notice(QLabel):
+    """A label that floats over the top edge of its parent (no layout row), above the other children."""
+
+    def place(self) -> None:
+        parent = self.parentWidget()
+        if parent is not None:
+            self.setGeometry(4, 4, max(parent.width() - 8, 10), self.sizeHint().height())
+
+    def showEvent(self, ev) -> None:
+        super().showEvent(ev)
+        self.place()
+        self.raise_()
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        if self.isVisible():
+            self.place()
 
 
 class Panel(QWidget):
@@ -24,6 +50,7 @@ class Panel(QWidget):
         super().__init__(parent)
         self.session = session
         self._dirty = False
+        self._dock: Optional[QDockWidget] = None  # found when first needed (the window docks the panel later)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -31,10 +58,13 @@ class Panel(QWidget):
         self.body = QVBoxLayout(self)
         self.body.setContentsMargins(4, 4, 4, 4)
         self.body.setSpacing(4)
-        self.stale = QLabel("")
-        self.stale.setStyleSheet("background:#5a4a14;color:#ffe9a8;padding:3px;border-radius:3px")
+        self.stale = Notice("", self)  # over the panel, not in its layout: showing it moves nothing
+        self.stale.setStyleSheet("background:rgba(90,74,20,225);color:#ffe9a8;padding:3px;border-radius:3px")
         self.stale.setVisible(False)
-        self.body.addWidget(self.stale)
+        self._font_timer = QTimer(self)
+        self._font_timer.setSingleShot(True)
+        self._font_timer.setInterval(0)
+        self._font_timer.timeout.connect(self._font_changed)
         self.help = QLabel(self.help_text)
         self.help.setWordWrap(True)
         self.help.setTextFormat(Qt.TextFormat.RichText)
@@ -49,6 +79,23 @@ class Panel(QWidget):
 
     def sizeHint(self) -> QSize:
         return QSize(*self.default_size)
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        if self.stale.isVisible():
+            self.stale.place()
+
+    def event(self, ev) -> bool:
+        if ev.type() in (QEvent.Type.ApplicationFontChange, QEvent.Type.FontChange):
+            self._font_timer.start()  # once, however many font events one change sends
+        return super().event(ev)
+
+    def _font_changed(self) -> None:
+        try:
+            self.on_font_change()
+        except Exception as e:
+            self.session.report(RuntimeError(f"the {self.title} panel could not follow the text size: "
+                                            f"{type(e).__name__}: {e}"))
 
     # -- wiring ---------------------------------------------------------------------------------
     def follow(self, names: Iterable[str]) -> None:
@@ -67,9 +114,27 @@ class Panel(QWidget):
         b.toggled.connect(self.help.setVisible)
         return b
 
+    def on_screen(self) -> bool:
+        """Shown, and not in a dock tab behind another (those have no visible region)."""
+        if not self.isVisible() or self.visibleRegion().isEmpty():
+            self._watch_dock()
+            return False
+        return True
+
+    def _watch_dock(self) -> None:
+        """Repaint when the dock holding the panel comes to the front of its tab group."""
+        if self._dock is not None:
+            return
+        w = self.parentWidget()
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        if w is not None:
+            self._dock = w
+            w.visibilityChanged.connect(lambda on: self._timer.start() if on and self._dirty else None)
+
     def schedule(self) -> None:
         self._dirty = True
-        if self.isVisible():
+        if self.on_screen():
             self._timer.start()
 
     def flush(self) -> None:
@@ -101,7 +166,7 @@ class Panel(QWidget):
             self.session.report(RuntimeError(f"the {self.title} panel could not show the new capture: "
                                             f"{type(e).__name__}: {e}"))
         self._dirty = True
-        if self.isVisible():
+        if self.on_screen():
             self.flush()
 
     # -- for subclasses -------------------------------------------------------------------------
@@ -110,3 +175,6 @@ class Panel(QWidget):
 
     def refresh(self) -> None:
         """Draw the current view state."""
+
+    def on_font_change(self) -> None:
+        """The application font changed: restyle text that does not follow it by itself (pyqtgraph's)."""

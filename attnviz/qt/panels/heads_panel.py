@@ -1,5 +1,11 @@
 """Heads panel: every head of the block as small multiples, every block × head at once, and one head's
-full attention matrix."""
+full attention matrix.
+
+A view change touches only what depends on it: a head change moves the highlight, a block change
+recolours the tiles and their captions, a hover moves the outline on the tiles (one widget paints them
+all: :class:`~attnviz.qt.widgets.head_grid.HeadGrid`). The second and third tabs are built when first
+shown (they are not on screen at start-up).
+"""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,15 +14,20 @@ import numpy as np
 import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QRectF
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QTabWidget
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ...session.display import levels
 from ...session.products import AttnMatrix, QueryHeads, Unavailable
-from ..widgets.overlay import lookup_table
+from ..widgets.colorbar import ColorBar
+from ..widgets.colorize import colorize
+from ..widgets.fonts import style_plot
+from ..widgets.hatch import LEGEND, hatch_item, mask_path
+from ..widgets.head_grid import HeadGrid
+from ..widgets.overlay import QUERY_PEN, RGBAImageItem, cached, shared_lookup_table
 from .base import Panel
 
 SELECTED = pg.mkPen(80, 220, 255, width=3)
-UNSELECTED = pg.mkPen(70, 70, 78, width=1)
 
 
 def mosaic(tiles: list[list[np.ndarray]], gap: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
@@ -32,27 +43,75 @@ def mosaic(tiles: list[list[np.ndarray]], gap: int = 1) -> tuple[np.ndarray, tup
     return out, (h, w)
 
 
-def image_plot(left: str, bottom: str) -> tuple[pg.PlotWidget, pg.ImageItem]:
-    """A plot with labelled axes holding one image, rows downwards, square pixels."""
-    plot = pg.PlotWidget()
-    plot.setBackground(pg.mkColor(30, 30, 34))
-    plot.invertY(True)
-    plot.setAspectLocked(True)
-    plot.setLabel("left", left)
-    plot.setLabel("bottom", bottom)
-    img = pg.ImageItem()
-    plot.addItem(img)
-    return plot, img
+def _cosmetic(color: QColor, width: float) -> QPen:
+    pen = QPen(color)
+    pen.setCosmetic(True)
+    pen.setWidthF(width)
+    return pen
+
+
+class RowMarker(QGraphicsRectItem):
+    """The query's row of the attention matrix, outlined over the matrix only (not the whole plot)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setPen(_cosmetic(QUERY_PEN, 2.0))
+        self.setZValue(20)
+        self._row = 0
+
+    def set_row(self, row: int, n_cols: int) -> None:
+        self._row = row
+        self.setRect(QRectF(0, row, n_cols, 1))
+
+    def value(self) -> float:
+        """The centre of the marked row, in matrix coordinates (row r spans r..r+1)."""
+        return self._row + 0.5
+
+
+class ImagePlot(pg.GraphicsLayoutWidget):
+    """A plot with labelled axes holding one image (rows downwards, square pixels) and its colour bar."""
+
+    def __init__(self, left: str, bottom: str):
+        super().__init__()
+        self.setBackground(pg.mkColor(30, 30, 34))
+        self.plot = self.addPlot(row=0, col=0, enableMenu=False)
+        self.plot.invertY(True)
+        self.plot.setAspectLocked(True)
+        self.plot.setLabel("left", left)
+        self.plot.setLabel("bottom", bottom)
+        self.plot.hideButtons()
+        self.img = cached(RGBAImageItem())
+        self.plot.addItem(self.img)
+        self.bar = ColorBar()
+        self.addItem(self.bar, row=0, col=1)
+        self.title = ""
+        style_plot(self.plot)
+
+    def getPlotItem(self):
+        return self.plot
+
+    def getAxis(self, side: str):
+        return self.plot.getAxis(side)
+
+    def set_title(self, title: str) -> None:
+        if title != self.title:
+            self.title = title
+            style_plot(self.plot, title)
+
+    def refresh_font(self) -> None:
+        style_plot(self.plot, self.title or None)
+        self.bar.refresh_font()
 
 
 class HeadsPanel(Panel):
     title = "Heads"
     help_text = ("Each head of a block computes its own softmax(q·k/√d) and so looks somewhere else: one "
                  "follows its neighbours, another the whole object. Tiles show the query's attention per head, "
-                 "captioned with its entropy (low = focused) and mean attention distance in pixels over all "
-                 "queries; click a tile to select that head. <i>All blocks</i> shows the whole model on one "
-                 "screen (each tile scaled to its own maximum); <i>Matrix</i> the full attention matrix, one row "
-                 "per query.")
+                 "each coloured from 0 to its own maximum and captioned with its entropy H (low = focused) and "
+                 "mean attention distance in pixels over all queries; click a tile to select that head. "
+                 "<i>All blocks</i> shows the whole model on one screen (each tile scaled to its own maximum); "
+                 "<i>Matrix</i> the full attention matrix, one row per query (the query's row outlined). For Swin, "
+                 "hatched tokens lie outside the query's window: no attention is computed there at all.")
     reads = ("block", "head", "query", "colormap")
     default_size = (700, 420)
 
@@ -61,112 +120,130 @@ class HeadsPanel(Panel):
         top = QHBoxLayout()
         self.caption = QLabel("")
         self.caption.setStyleSheet("font-weight:600")
+        self.caption.setWordWrap(True)
         top.addWidget(self.caption, 1)
         top.addWidget(self.help_button())
         self.body.addLayout(top)
         self.tabs = QTabWidget()
         self.body.addWidget(self.tabs, 1)
         # small multiples
-        self.grid = pg.GraphicsLayoutWidget()
-        self.grid.setBackground(pg.mkColor(30, 30, 34))
+        self.grid = HeadGrid()
         self.tabs.addTab(self.grid, "Heads")
-        self.tiles: list[tuple[pg.ViewBox, pg.ImageItem, pg.LabelItem]] = []
         self.arrays: list[np.ndarray] = []  # what each tile shows, for tests and export
-        self.grid.scene().sigMouseClicked.connect(self._tile_clicked)
-        # all blocks × heads
-        self.overview, self.overview_img = image_plot("block", "head")
-        self.overview_sel = pg.QtWidgets.QGraphicsRectItem()
-        self.overview_sel.setPen(SELECTED)
-        self.overview.addItem(self.overview_sel)
+        self.grid.sigClicked.connect(lambda h: setattr(self.session.view, "head", h))
+        self._drawn: Optional[tuple] = None  # what the tiles show: (query heads object, colormap)
+        self._captioned: Optional[tuple] = None  # (query heads, stats, block) behind the captions
+        self._overview_key: Optional[tuple] = None  # (every block's maps, colormap) behind the mosaic
+        self._qh: Optional[QueryHeads] = None
+        # all blocks × heads, and the matrix: built when their tab is first shown
+        self.overview: Optional[ImagePlot] = None
         self.overview_array: Optional[np.ndarray] = None
+        self.overview_outside: Optional[np.ndarray] = None  # bool, same shape: tokens outside the window (Swin)
         self._tile = (1, 1)
-        self.overview.scene().sigMouseClicked.connect(self._overview_clicked)
-        self.tabs.addTab(self.overview, "All blocks")
-        # matrix
-        self.matrix, self.matrix_img = image_plot("query token", "key token")
-        self.matrix_row = pg.InfiniteLine(angle=0, pen=pg.mkPen(80, 220, 255, width=1.5))
-        self.matrix.addItem(self.matrix_row)
+        self.matrix: Optional[ImagePlot] = None
+        self.matrix_row: Optional[RowMarker] = None
         self.matrix_array: Optional[np.ndarray] = None
-        self.tabs.addTab(self.matrix, "Matrix")
+        self._pages = [QWidget(), QWidget()]
+        for page, name in zip(self._pages, ("All blocks", "Matrix")):
+            QVBoxLayout(page).setContentsMargins(0, 0, 0, 0)
+            self.tabs.addTab(page, name)
         self.tabs.currentChanged.connect(lambda _i: self.schedule())
         session.products.ready.connect(lambda name: self.schedule() if name == "stats" else None)
+        session.view.signal("hover").connect(lambda *_: self.show_hover())
 
     # -- building -------------------------------------------------------------------------------
-    def _ensure_tiles(self, n: int) -> None:
-        if len(self.tiles) == n:
-            return
-        self.grid.clear()
-        self.tiles = []
-        cols = int(np.ceil(np.sqrt(n)))
-        for h in range(n):
-            r, c = divmod(h, cols)
-            label = pg.LabelItem("", size="8pt", color="#dddddd")
-            self.grid.addItem(label, row=2 * r, col=c)
-            vb = self.grid.addViewBox(row=2 * r + 1, col=c, lockAspect=True, invertY=True, enableMouse=False,
-                                      enableMenu=False)
-            img = pg.ImageItem()
-            vb.addItem(img)
-            vb.setBorder(UNSELECTED)
-            self.tiles.append((vb, img, label))
+    def _build_overview(self) -> ImagePlot:
+        if self.overview is None:
+            self.overview = ImagePlot("block", "head")
+            self.overview.bar.set("inferno", (0.0, 1.0))
+            self.overview_sel = QGraphicsRectItem()
+            self.overview_sel.setPen(SELECTED)
+            self.overview_sel.setZValue(20)
+            self.overview.plot.addItem(self.overview_sel)
+            self.overview_hatch = hatch_item()
+            self.overview.plot.addItem(self.overview_hatch)
+            self.overview.scene().sigMouseClicked.connect(self._overview_clicked)
+            self._pages[0].layout().addWidget(self.overview)
+        return self.overview
 
-    def _tile_clicked(self, ev) -> None:
-        for h, (vb, _img, _label) in enumerate(self.tiles):
-            if vb.sceneBoundingRect().contains(ev.scenePos()):
-                self.session.view.head = h
-                return
+    def _build_matrix(self) -> ImagePlot:
+        if self.matrix is None:
+            self.matrix = ImagePlot("query token", "key token")
+            self.matrix_row = RowMarker()
+            self.matrix.plot.addItem(self.matrix_row)
+            self._pages[1].layout().addWidget(self.matrix)
+        return self.matrix
 
     def _overview_clicked(self, ev) -> None:
         if self.overview_array is None:
             return
-        p = self.overview.getPlotItem().vb.mapSceneToView(ev.scenePos())
+        p = self.overview.plot.vb.mapSceneToView(ev.scenePos())
         h, w = self._tile
         row, col = int(p.y() // (h + 1)), int(p.x() // (w + 1))
         v = self.session.view
         if 0 <= row < v.limits.num_blocks and 0 <= col < v.limits.heads[row] and p.x() >= 0 and p.y() >= 0:
             v.update(block=row, head=col)
 
+    def on_font_change(self) -> None:
+        for plot in (self.overview, self.matrix):
+            if plot is not None:
+                plot.refresh_font()
+
     # -- drawing --------------------------------------------------------------------------------
     def refresh(self) -> None:
         v, products = self.session.view, self.session.products
-        lut = lookup_table(v.colormap, False)
         qh: QueryHeads = products.get("query_heads")
         if isinstance(qh, Unavailable):
             self.caption.setText(qh.reason)
             return
+        self._qh = qh
         n = qh.maps.shape[0]
-        self.caption.setText(f"Block {v.block}: attention of the {qh.label}, {n} head{'s' if n != 1 else ''}")
+        text = f"Block {v.block}: attention of the {qh.label}, {n} head{'s' if n != 1 else ''}"
         tab = self.tabs.currentIndex()
+        if qh.window is not None and tab in (0, 1):
+            text += f" · {LEGEND}"
+        if text != self.caption.text():
+            self.caption.setText(text)
         if tab == 0:
-            self._draw_heads(qh, lut)
+            self._draw_heads(qh)
         elif tab == 1:
-            self._draw_overview(lut)
+            self._draw_overview()
         else:
-            self._draw_matrix(lut)
+            self._draw_matrix()
 
-    def _draw_heads(self, qh: QueryHeads, lut: np.ndarray) -> None:
+    def _draw_heads(self, qh: QueryHeads) -> None:
         v = self.session.view
-        n = qh.maps.shape[0]
-        self._ensure_tiles(n)
+        if self._drawn is None or self._drawn[0] is not qh or self._drawn[1] != v.colormap:
+            lut = shared_lookup_table(v.colormap, False)
+            clear = None if qh.window is None else ~qh.window  # Swin: only the query's window is coloured
+            self.arrays = [qh.maps[h] for h in range(qh.maps.shape[0])]  # each (H_b, W_b)
+            self.grid.set_tiles([colorize(m, levels(m, "linear"), lut, clear) for m in self.arrays], clear)
+            self._drawn = (qh, v.colormap)
+            self.show_hover()
+        self.grid.set_selected(v.head if isinstance(v.head, int) else None)
         stats = self.session.products.get("stats")
-        self.arrays = []
-        for h, (vb, img, label) in enumerate(self.tiles):
-            m = qh.maps[h]  # (H_b, W_b)
-            self.arrays.append(m)
-            drawn = m if qh.window is None else np.where(qh.window, m, np.nan)  # Swin: only the query's window
-            img.setImage(drawn, levels=levels(m, "linear"), autoLevels=False)
-            img.setLookupTable(lut)
-            img.setRect(QRectF(0, 0, m.shape[1], m.shape[0]))
-            vb.setBorder(SELECTED if v.head == h else UNSELECTED)
-            vb.autoRange(padding=0)
-            text = f"<b>head {h}</b>"
-            if stats is not None and not isinstance(stats, Unavailable):
-                ent, dist = stats.entropy[v.block, h], stats.mean_distance[v.block, h]
-                text += f" · H {ent:.2f} · {dist:.0f} px"
-            label.setText(text)
+        c = self._captioned
+        if c is None or c[0] is not qh or c[1] is not stats or c[2] != v.block:
+            self._captioned = (qh, stats, v.block)
+            have = stats is not None and not isinstance(stats, Unavailable)
+            self.grid.set_captions([f"head {h}" + (f" · H {stats.entropy[v.block, h]:.2f} · "
+                                                   f"{stats.mean_distance[v.block, h]:.0f} px" if have else "")
+                                    for h in range(len(self.arrays))])
 
-    def _draw_overview(self, lut: np.ndarray) -> None:
+    def show_hover(self) -> None:
+        """The hovered patch outlined on every head tile, on the block's token grid (linked with the Image panel)."""
+        g, qh, hover = self.session.geometry, self._qh, self.session.view.hover
+        if g is None or qh is None or hover is None:
+            self.grid.set_hover(None)
+            return
+        f = max(qh.token_px // g.patch_size, 1)  # input patches per side of one of this block's tokens
+        self.grid.set_hover((hover.row // f, hover.col // f))
+
+    def _draw_overview(self) -> None:
         from ...analysis.swin_maps import stage_map_to_patch_grid
 
+        plot = self._build_overview()
+        v = self.session.view
         every = self.session.products.get("model_query_maps")
         if isinstance(every, Unavailable):
             self.caption.setText(every.reason)
@@ -175,41 +252,64 @@ class HeadsPanel(Panel):
         # covers its children), as analysis does for the Swin rollout
         first = every[0]
         grid0 = first.maps.shape[1:]
-        rows = [[t if b.token_px == first.token_px else
-                 stage_map_to_patch_grid(torch.from_numpy(t), b.token_px // first.token_px, grid0).numpy()
-                 for t in b.maps] for b in every]
-        img, self._tile = mosaic(rows)
-        self.overview_array = img
-        self.overview_img.setImage(img, levels=(0, 1), autoLevels=False)
-        self.overview_img.setLookupTable(lut)
+
+        def on_grid0(b: QueryHeads, t: np.ndarray) -> np.ndarray:
+            if b.token_px == first.token_px:
+                return t
+            return stage_map_to_patch_grid(torch.from_numpy(t), b.token_px // first.token_px, grid0).numpy()
+
+        rows = [[on_grid0(b, t) for t in b.maps] for b in every]
+        k = self._overview_key
+        if k is None or k[0] is not every or k[1] != v.colormap:
+            self._overview_key = (every, v.colormap)
+            img, self._tile = mosaic(rows)
+            self.overview_array = img
+            h, w = self._tile
+            outside = np.zeros(img.shape, dtype=bool)
+            if first.window is not None:  # Swin: each block's window, on the first grid
+                for i, b in enumerate(every):
+                    win = on_grid0(b, b.window.astype(np.float64)) > 0.5  # (h, w)
+                    for j in range(b.maps.shape[0]):
+                        outside[i * (h + 1): i * (h + 1) + h, j * (w + 1): j * (w + 1) + w] = ~win
+            self.overview_outside = outside
+            plot.img.setImage(colorize(img, (0.0, 1.0), shared_lookup_table(v.colormap, False), outside),
+                              autoLevels=False, levels=None)
+            plot.img.setRect(QRectF(0, 0, img.shape[1], img.shape[0]))
+            self.overview_hatch.setPath(mask_path(outside))
+            plot.bar.set(v.colormap, (0.0, 1.0))
+            plot.set_title("each tile from 0 to its own maximum")
+            plot.getAxis("left").setTicks([[(i * (h + 1) + h / 2, str(i)) for i in range(len(rows))]])
+            plot.getAxis("bottom").setTicks([[(j * (w + 1) + w / 2, str(j)) for j in range(max(map(len, rows)))]])
         h, w = self._tile
-        v = self.session.view
+        img = self.overview_array
         self.overview_sel.setRect(QRectF(v.head * (w + 1) - 0.5, v.block * (h + 1) - 0.5, w + 1, h + 1)
                                   if isinstance(v.head, int) else QRectF(-0.5, v.block * (h + 1) - 0.5,
                                                                          img.shape[1] + 1, h + 1))
-        ax = self.overview.getAxis("left")
-        ax.setTicks([[(i * (h + 1) + h / 2, str(i)) for i in range(len(rows))]])
-        self.overview.getAxis("bottom").setTicks([[(j * (w + 1) + w / 2, str(j)) for j in range(max(map(len, rows)))]])
 
-    def _draw_matrix(self, lut: np.ndarray) -> None:
+    def _draw_matrix(self) -> None:
+        plot = self._build_matrix()
+        v = self.session.view
         m: AttnMatrix = self.session.products.get("attn_matrix")
         if isinstance(m, Unavailable):
             self.caption.setText(m.reason)
             return
         self.matrix_array = m.matrix
-        self.matrix_img.setImage(m.matrix, levels=levels(m.matrix, "linear"), autoLevels=False)
-        self.matrix_img.setLookupTable(lut)
-        self.matrix.setTitle(m.title, color="#dddddd", size="9pt")
+        lv = levels(m.matrix, "linear")
+        plot.img.setImage(colorize(m.matrix, lv, shared_lookup_table(v.colormap, False)), autoLevels=False,
+                          levels=None)  # (n, n, 4)
+        n = m.matrix.shape[0]
+        plot.img.setRect(QRectF(0, 0, m.matrix.shape[1], n))
+        plot.bar.set(v.colormap, lv)
+        plot.set_title(m.title)
         if m.query_row is not None:
-            self.matrix_row.setPos(m.query_row + 0.5)
+            self.matrix_row.set_row(m.query_row, m.matrix.shape[1])
             self.matrix_row.setVisible(True)
         else:
             self.matrix_row.setVisible(False)
-        n = m.matrix.shape[0]
         ticks = [(i + 0.5, name) for i, name in enumerate(m.labels)]
         step = max(1, n // 8)
         first = len(m.labels) + (step if m.labels else 0)  # numbers start clear of the prefix labels
         ticks += [(i + 0.5, str(i)) for i in range(first - first % step if step > 1 else first, n, step)
                   if i >= first]
         for side in ("left", "bottom"):
-            self.matrix.getAxis(side).setTicks([ticks])
+            plot.getAxis(side).setTicks([ticks])

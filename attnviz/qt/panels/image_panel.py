@@ -41,6 +41,7 @@ class ImagePanel(Panel):
         self.grid.setToolTip("Show the patch grid")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
+        self.opacity.setMinimumWidth(70)
         self.opacity.setMaximumWidth(110)
         self.opacity.setToolTip("Overlay opacity")
         for w in (QLabel("Overlay"), self.overlay_mode, self.cmap, self.norm, self.scale, self.smooth, self.grid,
@@ -97,12 +98,17 @@ class ImagePanel(Panel):
     def on_capture(self) -> None:
         self.view.set_input(self.session.doc.input_image)
 
+    def on_font_change(self) -> None:
+        self.view.refresh_font()
+
     def refresh(self) -> None:
         s, v, g = self.session, self.session.view, self.session.geometry
         self._sync_controls()
         shown = shown_map(s)
         self.shown = shown
-        self.caption.setText(shown.title + (f" — {shown.note}" if shown.note else ""))
+        caption = shown.title + (f" — {shown.note}" if shown.note else "")
+        if caption != self.caption.text():  # a QLabel lays out its text again on every setText
+            self.caption.setText(caption)
         self.view.set_map(shown.values, shown.token_px, shown.levels, v.scale, v.colormap, v.overlay == "alpha",
                           v.opacity, v.smooth, shown.window)
         self.view.set_grid(v.show_grid, g.patch_size, g.grid_size)

@@ -44,21 +44,27 @@ class PredictionsPanel(Panel):
         self.rows: list[tuple[int, str, float]] = []
 
     def on_capture(self) -> None:
+        """Fill the table with the new capture's top classes, reusing its cells (a new image keeps the
+        row count: only texts and bars change)."""
         self.rows = self.session.predictions(TOP_K)
         self.table.setRowCount(len(self.rows))
         for r, (idx, name, p) in enumerate(self.rows):
-            item = QTableWidgetItem(f"{name}")
+            item, num, bar = self.table.item(r, 0), self.table.item(r, 1), self.table.cellWidget(r, 2)
+            if item is None:
+                item, num = QTableWidgetItem(), QTableWidgetItem()
+                num.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, 0, item)
+                self.table.setItem(r, 1, num)
+            if bar is None:
+                bar = QProgressBar()
+                bar.setRange(0, 1000)
+                bar.setTextVisible(False)
+                bar.setMaximumHeight(12)
+                self.table.setCellWidget(r, 2, bar)
+            item.setText(f"{name}")
             item.setToolTip(f"class {idx}")
-            self.table.setItem(r, 0, item)
-            num = QTableWidgetItem(f"{p * 100:.2f} %")
-            num.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            self.table.setItem(r, 1, num)
-            bar = QProgressBar()
-            bar.setRange(0, 1000)
+            num.setText(f"{p * 100:.2f} %")
             bar.setValue(round(p * 1000))
-            bar.setTextVisible(False)
-            bar.setMaximumHeight(12)
-            self.table.setCellWidget(r, 2, bar)
 
     def _clicked(self, row: int, _col: int) -> None:
         if 0 <= row < len(self.rows):
