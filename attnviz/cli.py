@@ -15,6 +15,7 @@ Errors in sub-commands end with exit status 1 and one line on stderr, never a tr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -150,6 +151,7 @@ def run_dump(args: argparse.Namespace) -> None:
 
         arrays.update(analysis_arrays(cap, model))
     write_npz(args.out, arrays)
+    print(f"wrote {args.out} ({len(arrays)} arrays, {os.path.getsize(args.out) / 1e6:.1f} MB)")
 
 
 def scramble_input(x, spec: str, model):

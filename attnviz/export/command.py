@@ -405,8 +405,10 @@ def _run(args: argparse.Namespace, renderer_factory) -> int:
             for name, why in failed:
                 print(f"  {name}: {why}", file=sys.stderr)
             return 1
+        print(f"wrote {written} files to {args.out}")
         return 0
     run_one(args, vf, renderer)
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e3:.0f} kB)")
     return 0
 
 

@@ -219,6 +219,9 @@ def run_export(parent: Optional[QWidget], session, what: str, plan, finish=None)
             outcome.append(False)
         else:
             outcome.append(True)
+            status = getattr(parent, "statusBar", None)
+            if status is not None:  # the window says it is done (a file dialog gives no other sign)
+                status().showMessage(f"Exported {what}", 8000)
 
     def failed(e: BaseException) -> None:
         close()

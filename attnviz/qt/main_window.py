@@ -13,7 +13,7 @@ from typing import Optional
 from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QAbstractSpinBox, QApplication, QComboBox, QDialog, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
-                               QLineEdit, QListWidget, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea,
+                               QLineEdit, QListWidget, QMainWindow, QMessageBox, QProgressBar, QPushButton, QScrollArea, QTabBar,
                                QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from ..session import Session
@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         session.error.connect(self._error)
         session.model_loaded.connect(lambda: self._remember("recent/models", session.doc.model_path))
         session.model_loaded.connect(lambda: self._working(None))
+        session.model_loaded.connect(self._model_without_image)
         session.image_loaded.connect(lambda: self._working(None))
         session.image_loaded.connect(lambda: self._remember("recent/images", session.doc.image_path))
         for name in ("block", "head", "query", "method"):
@@ -176,11 +177,23 @@ class MainWindow(QMainWindow):
         self.add_panel("browser", self.browser, L, title="Model browser")
         self.tabifyDockWidget(self.docks["predictions"], self.docks["model"])
         self.tabifyDockWidget(self.docks["model"], self.docks["browser"])
+        previous = "maps"
         for name, title, module, cls in LESSONS:  # stacked behind the Maps tab, built when first shown
-            self.add_lazy_panel(name, title, module, cls, R, tab_with="maps")
+            self.add_lazy_panel(name, title, module, cls, R, tab_with=previous)
+            previous = name  # each onto the last, so the tabs keep this order
         self.docks["predictions"].raise_()
         self.docks["maps"].raise_()
         self._sized = False
+
+    def _hide_stale_tab_bars(self) -> None:
+        """Tabifying the lesson docks onto Maps leaves Qt's first two-tab bar (Maps, Swin windows) behind,
+        painted over the docks at its old place while the real bar holds all the tabs; hide such leftovers
+        (a bar whose tabs are the start of a longer bar's)."""
+        bars = [b for b in self.findChildren(QTabBar) if b.parent() is self]
+        tabs = {b: [b.tabText(i) for i in range(b.count())] for b in bars}
+        for b in bars:
+            if any(o is not b and len(tabs[o]) > len(tabs[b]) and tabs[o][:len(tabs[b])] == tabs[b] for o in bars):
+                b.setVisible(False)
 
     def add_lazy_panel(self, name: str, title: str, module: str, cls: str, area: Qt.DockWidgetArea,
                        tab_with: Optional[str] = None) -> QDockWidget:
@@ -240,6 +253,7 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, ev) -> None:
         super().showEvent(ev)
+        self._hide_stale_tab_bars()
         if not self._sized:
             self._sized = True
             if not self._restored:
@@ -396,6 +410,7 @@ class MainWindow(QMainWindow):
             d.show()
         self.restoreState(self._default_state, LAYOUT_VERSION)  # the docks as built, before any restore
         self._default_sizes()
+        self._hide_stale_tab_bars()
 
     def closeEvent(self, ev) -> None:
         self.save_layout()
@@ -524,10 +539,19 @@ class MainWindow(QMainWindow):
         self.status.setText(f"block {v.block} of {len(cap.blocks)} · {head_name(v.head)} · query {ql} · "
                             f"{METHOD_NAMES[v.method]} · {s.model.device}{no_pe}")
 
+    def _model_without_image(self) -> None:
+        """A model loaded before any image: say what is missing instead of looking busy."""
+        self._update_title()
+        if self.session.doc.image is None:
+            self.statusBar().showMessage("Model loaded: open an image (Ctrl+O) to see its attention")
+
     def _update_title(self) -> None:
         s = self.session
-        if s.capture is None or s.model is None:
+        if s.model is None:
             self.setWindowTitle("attnviz")
+            return
+        if s.capture is None:
+            self.setWindowTitle(f"attnviz — {s.model.info.name or Path(s.doc.model_path or '').name} — no image")
             return
         model = s.model.info.name or Path(s.doc.model_path or "").name
         image = Path(s.doc.image_path or "").name

@@ -242,3 +242,18 @@ def test_dump_scramble_on_swin_moves_stage_zero_patches(tmp_path):
     np.testing.assert_array_equal(d["permutation"], perm.numpy())
     cap = net.capture(apply_to_image(torch.from_numpy(x)[None], perm, 4, layout="chw"))
     np.testing.assert_allclose(d["attn.0"], cap.blocks[0].attn[0].numpy(), atol=1e-6)
+
+
+def test_dump_says_what_it_wrote(tmp_path):
+    """On success dump names the file it wrote on stdout (and only there: stderr stays empty)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "d.npz"
+    r = subprocess.run([sys.executable, "-m", "attnviz", "dump", "--model", str(root / "models" / "faces-vit.safetensors"),
+                        "--image", str(root / "assets" / "images" / "face-01.png"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and r.stdout.startswith(f"wrote {out} (") and r.stderr == ""

@@ -11,6 +11,8 @@ from PySide6.QtCore import QPointF, Qt
 from attnviz.analysis.anatomy import swin_anatomy, vit_anatomy
 from attnviz.analysis.windows import locate_token
 from attnviz.qt.panels.anatomy_panel import AnatomyPanel
+from attnviz.qt.widgets.colorize import colorize
+from attnviz.qt.widgets.overlay import lookup_table
 from attnviz.session import Session, Worker
 from attnviz.session.query import Patch, Prefix, stage_token, vit_token
 
@@ -32,7 +34,7 @@ def open_panel(qtbot):
         p.flush()
         return s, p
 
-    return make
+    yield make
 
 
 def _with_qkv(s: Session, block: int):
@@ -62,8 +64,11 @@ def test_vit_maps_equal_analysis_and_the_captured_attention(open_panel):
     row = s.capture.blocks[2].attn[0, 1, token].double().numpy()  # (N,)
     np.testing.assert_allclose(p.arrays["probs"].ravel(), row[1:], atol=1e-6)
     # what each image shows is that array
+    lut = lookup_table(s.view.colormap, False)
     for st in p.stages:
-        np.testing.assert_array_equal(st.img.image, p.arrays[st.key])
+        np.testing.assert_array_equal(st.shown, p.arrays[st.key])
+        np.testing.assert_array_equal(st.img.image, colorize(st.shown, st.levels, lut))  # (h, w, 4) as drawn
+        assert st.bar.levels == tuple(float(x) for x in st.levels)
     assert "q·k/√d" in p.formula.text() and "d = 16" in p.formula.text()
     top = a.top_key()
     assert f"prob {a.probs[top]:.4f}" in p.key_text.text()
@@ -130,7 +135,8 @@ def test_swin_v2_shifted_block_bias_and_mask_are_what_the_network_added(open_pan
     np.testing.assert_allclose(p.arrays["bias"], applied, atol=1e-6)
     assert (applied < -50).any()  # this window masks some keys
     # masked keys are drawn dark (NaN) and marked ×; the rest of the image is the array
-    shown = p.stages[1].img.image
+    shown = p.stages[1].shown
+    assert (p.stages[1].img.image[np.isnan(shown)][:, 3] == 0).all()  # masked: transparent
     masked = applied < -50
     assert np.isnan(shown[masked]).all()
     np.testing.assert_array_equal(shown[~masked], p.arrays["bias"][~masked])
@@ -172,3 +178,45 @@ def test_panel_docked_in_the_window_draws_without_errors(window):
         panel.flush()
         assert panel.result is not None and panel.result.anatomy.block == block
         assert panel.result.anatomy.max_prob_error < 1e-5
+
+
+def test_colour_bars_span_each_map_and_write_numbers_for_a_tiny_range(open_panel, monkeypatch):
+    """Each stage's bar is attnviz's ColorBar over that stage's levels; a contribution map of a few
+    ten-thousandths (pyqtgraph's bar wrote '0' alone there) still gets distinct numbers over its range."""
+    import dataclasses
+
+    from attnviz.qt.panels.anatomy_panel import PRODUCT
+    from attnviz.qt.widgets.colorbar import ColorBar
+    from attnviz.session.display import levels
+
+    s, p = open_panel("models/faces-vit.safetensors")
+    s.view.update(block=1, head=2, query=Patch(3, 3))
+    p.flush()
+    a = p.result.anatomy
+    for st in p.stages:
+        assert isinstance(st.bar, ColorBar) and st.bar.colormap == s.view.colormap
+    assert p.stages[1].bar.levels == levels(a.probs, "linear")
+    assert p.stages[0].bar.levels == (float(a.scores.min()), float(a.scores.max()))
+    real = s.products.get
+
+    def tiny(name, **kw):
+        out = real(name, **kw)
+        if name == PRODUCT and out is not None and not hasattr(out, "reason"):
+            out = dataclasses.replace(out, anatomy=dataclasses.replace(out.anatomy, contrib=out.anatomy.contrib * 1e-3))
+        return out
+
+    monkeypatch.setattr(s.products, "get", tiny)
+    s.view.head = 1
+    p.flush()
+    contrib = p.result.anatomy.contrib
+    assert float(contrib.max()) < 1e-3
+    np.testing.assert_array_equal(p.arrays["contrib"], p.result.anatomy.key_map(contrib))
+    bar = p.stages[2].bar
+    lo, hi = levels(contrib, "linear")
+    assert bar.levels == (lo, hi)
+    labels = bar.shown_labels()
+    assert len(labels) >= 2 and all(labels) and len(set(labels)) == len(labels), labels
+    values = [float(t.replace("−", "-")) for t in labels]
+    span = hi - lo
+    assert all(lo - 0.05 * span <= v <= hi + 0.05 * span for v in values), (labels, lo, hi)
+    assert max(values) - min(values) >= 0.5 * span, labels

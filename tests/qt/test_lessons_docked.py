@@ -61,3 +61,15 @@ def test_every_lesson_draws_every_demo_model_and_follows_the_block(window, qtbot
         qtbot.keyClick(window, Qt.Key.Key_Home)
         panel.flush()
     assert window.error_log == []
+
+
+def test_one_tab_bar_per_dock_stack(window, qtbot):
+    """Each stack of docks shows one tab bar (Qt leaves a stale two-tab bar behind when the lessons are
+    tabbed onto Maps; it must not be painted over the docks)."""
+    from PySide6.QtWidgets import QTabBar
+
+    window.resize(1600, 1000)
+    qtbot.wait(50)
+    visible = [b for b in window.findChildren(QTabBar) if b.parent() is window and b.isVisible()]
+    first_tabs = [b.tabText(0) for b in visible]
+    assert sorted(first_tabs) == ["Maps", "Predictions"], first_tabs

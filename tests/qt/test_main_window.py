@@ -3,6 +3,8 @@ state, widgets and keys change that state everywhere, the model is never rerun f
 bad files leave the app usable."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -508,3 +510,17 @@ def test_the_block_range_slider_can_come_after_the_first_map(qtbot, checkpoint, 
     assert tuple(p.blocks.value()) == (1, 2) and p.blocks_slot is None
     p.blocks.setValue((0, 1))
     assert (s.view.options.first_block, s.view.options.last_block) == (0, 1)
+
+
+def test_a_model_opened_before_any_image_is_shown_at_once(window):
+    """Opening a model with no image: the Model panel describes it, the title names it, the status bar
+    says an image is missing, and no busy bar is left spinning."""
+    root = Path(__file__).resolve().parents[2]
+    window.session.open_model(str(root / "models" / "faces-vit.safetensors"))
+    window.flush()
+    panel = window.panels["model"]
+    panel.flush()
+    assert panel.heading.text() == "faces-vit"
+    assert window.windowTitle() == "attnviz — faces-vit — no image"
+    assert "open an image" in window.statusBar().currentMessage()
+    assert not window.work.isVisibleTo(window)

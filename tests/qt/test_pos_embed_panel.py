@@ -19,6 +19,8 @@ from attnviz.analysis.pos_embed import (
     vit_position_similarity,
 )
 from attnviz.nets import ViTConfig
+from attnviz.qt.widgets.colorize import colorize
+from attnviz.qt.widgets.overlay import lookup_table
 from attnviz.session.query import Patch, Prefix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +76,18 @@ def test_grid_tile_and_curves_equal_analysis_for_faces_vit(qtbot, session):
     assert p.data.grid == (8, 8) and not p.data.resampled
     np.testing.assert_allclose(p.grid_array, _mosaic_by_hand(sim), atol=1e-6, equal_nan=True)
     assert np.array_equal(np.isnan(p.grid_array), np.isnan(_mosaic_by_hand(sim)))
+    # the pixels drawn are that mosaic through the colormap (gaps transparent), on a −1..1 bar
+    lut = lookup_table(session.view.colormap, False)
+    np.testing.assert_array_equal(p.grid_img.image, colorize(p.grid_array, (-1.0, 1.0), lut))
+    assert p.bar.levels == (-1.0, 1.0) and p.bar.labels[0] and p.bar.labels[-1]
+    # a new query moves the outline and the enlarged tile; the mosaic is not coloured again
+    before, query = p.grid_img.image, session.view.query
+    session.view.query = Patch(2, 5)
+    p.flush()
+    assert p.grid_img.image is before
+    np.testing.assert_array_equal(p.tile_img.image, colorize(sim[2, 5], (-1.0, 1.0), lut))
+    session.view.query = query
+    p.flush()
     # the curve: mean per distance as similarity_by_distance computes it; spread is a standard deviation
     d_ref, m_ref = similarity_by_distance(torch.from_numpy(sim))
     d, mean, std = p.curve_arrays["learned"]

@@ -223,3 +223,66 @@ def test_folder_run_on_the_worker_thread_streams_to_the_gui(qtbot, folder):
     p.flush()
     assert len(_dots(p, "entropy")[2]) == sum(p.folder_result.mean.num_heads)
     s.worker.shutdown()
+
+
+def test_head_colours_are_colour_blind_safe_distinct_and_named_in_the_legend(panel):
+    """Every head has its own (colour, shape) up to 32 heads, from the Okabe–Ito palette; each dot of all
+    three plots wears its head's style, and the legend says these are heads."""
+    from attnviz.qt.panels.stats_panel import HEAD_COLOURS, head_style, legend_html
+
+    okabe_ito = {"#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"}
+    assert okabe_ito <= set(HEAD_COLOURS)
+    for n in (8, 16, 32):
+        styles = [head_style(h)[:2] for h in range(n)]
+        assert len(set(styles)) == n  # no two heads look alike
+    assert len({head_style(h)[0] for h in range(8)}) == 8  # the first eight differ by colour alone
+    assert head_style(8)[0] == head_style(0)[0] and head_style(8)[1] != head_style(0)[1]
+    _open(panel, "faces-vit")
+    H = max(panel.shown.num_heads)
+    text = panel.legend.text()
+    assert text == legend_html(H) and text.startswith("heads: ")
+    for h in range(H):
+        assert f"'color:{head_style(h)[0]}'>{head_style(h)[2]}</span>&nbsp;{h}" in text
+    for name, _label, _title in PLOTS:
+        for pt in panel.dots[name].points():
+            _b, h = pt.data()
+            colour, symbol, _glyph = head_style(h)
+            assert pt.brush().color().name().upper() == colour.upper()
+            assert pt.symbol() == symbol
+
+
+def test_token_norm_colour_bar_writes_numbers_for_a_tiny_range(panel, monkeypatch):
+    """The bar is attnviz's ColorBar over the map's own range; for a range of a few thousandths (where
+    pyqtgraph's bar showed a single '0') it still writes distinct numbers spanning that range."""
+    import dataclasses
+
+    _open(panel, "faces-vit")
+    panel.tabs.setCurrentIndex(1)
+    panel.flush()
+    m = panel.norm_array
+    assert panel.norm_bar.levels == (float(m.min()), float(m.max()))
+    real = panel.session.products.get
+
+    def tiny(name, **kw):
+        out = real(name, **kw)
+        if name == "token_norms":  # the same map squeezed into [0, 0.002]
+            out = dataclasses.replace(out, map=(out.map - out.map.min()) / np.ptp(out.map) * 0.002)
+        return out
+
+    monkeypatch.setattr(panel.session.products, "get", tiny)
+    panel.session.view.block = 1
+    panel.flush()
+    lo, hi = float(panel.norm_array.min()), float(panel.norm_array.max())
+    assert (lo, hi) == (0.0, 0.002) or np.allclose((lo, hi), (0.0, 0.002))
+    assert panel.norm_bar.levels == (lo, hi)
+    _assert_readable_bar(panel.norm_bar, lo, hi)
+
+
+def _assert_readable_bar(bar, lo, hi):
+    """At least two distinct, non-empty numbers inside the range, reaching both of its ends."""
+    labels = bar.shown_labels()
+    assert len(labels) >= 2 and all(labels) and len(set(labels)) == len(labels), labels
+    values = [float(t.replace("−", "-")) for t in labels]
+    span = hi - lo
+    assert all(lo - 0.05 * span <= v <= hi + 0.05 * span for v in values), (labels, lo, hi)
+    assert max(values) - min(values) >= 0.5 * span, labels

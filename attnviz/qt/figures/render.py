@@ -23,6 +23,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPageSize, QPain
 from ...export.figure import ColorBar, Figure, Part, Tile, tile_rgba
 from ...export.outputs import FigureRenderer
 from ...export.writing import check_target, format_of, write_atomic
+from ...session.display import format_ticks, tick_values
 from ..widgets.overlay import lookup_table
 
 # natural layout, in pixels at 96 dpi
@@ -249,16 +250,6 @@ def _draw_axes(p: QPainter, tile: Tile, target: QRectF, rows: int, cols: int, k:
                            int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop), str(i))
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-
-
-def _tick_text(v: float, scale: str) -> str:
-    if scale == "log":  # the bar spans log10 values: label the values themselves
-        return f"{10 ** v:.2g}"
-    return f"{v:.3g}"
-
-
 def _draw_colorbar(p: QPainter, bar: ColorBar, rect: QRectF, k: float, luts: _Luts) -> None:
     lut = luts(bar.colormap)[::-1]  # (256, 4): top of the bar is the high end
     strip = np.ascontiguousarray(np.repeat(lut[:, None, :], 2, axis=1))  # (256, 2, 4)
@@ -273,12 +264,13 @@ def _draw_colorbar(p: QPainter, bar: ColorBar, rect: QRectF, k: float, luts: _Lu
     lo, hi = bar.levels
     p.setFont(_font(9 * k))
     fm = QFontMetricsF(p.font())
-    for v in _ticks(lo, hi):
+    ticks = tick_values(lo, hi)  # round numbers, both ends: the same scale as the panels' colour bars
+    for v, text in zip(ticks, format_ticks(ticks, bar.scale)):
         y = rect.bottom() - (v - lo) / (hi - lo if hi > lo else 1) * rect.height()
         p.setPen(pen)
         p.drawLine(QPointF(rect.right(), y), QPointF(rect.right() + 3 * k, y))
         p.setPen(TEXT)
-        p.drawText(QPointF(rect.right() + 5 * k, y + fm.ascent() / 2 - 1), _tick_text(v, bar.scale))
+        p.drawText(QPointF(rect.right() + 5 * k, y + fm.ascent() / 2 - 1), text)
     if bar.label:
         p.save()
         p.setPen(SUBTLE)

@@ -22,7 +22,8 @@ from ...session.display import levels
 from ...session.products import Unavailable
 from ...session.query import Patch
 from ..widgets.colorbar import ColorBar
-from ..widgets.overlay import lookup_table
+from ..widgets.colorize import colorize
+from ..widgets.overlay import RGBAImageItem, lookup_table
 from .base import Panel
 
 BACKGROUND = pg.mkColor(30, 30, 34)
@@ -42,7 +43,10 @@ class _Stage:
         layout.addItem(self.title, row=0, col=2 * col, colspan=2)
         self.vb = layout.addViewBox(row=1, col=2 * col, lockAspect=True, invertY=True, enableMouse=False,
                                     enableMenu=False)
-        self.img = pg.ImageItem()
+        # finished RGBA: pyqtgraph's own float + lookup-table path (NaN masking) crashed drawImage in tests
+        self.img = RGBAImageItem()
+        self.shown: Optional[np.ndarray] = None
+        self.levels = (0.0, 1.0)
         self.vb.addItem(self.img)
         self.bar = ColorBar(bar_px=10)  # numbers even for a tiny range (see widgets/colorbar.py)
         layout.addItem(self.bar, row=1, col=2 * col + 1)
@@ -307,8 +311,8 @@ class AnatomyPanel(Panel):
         for st in self.stages:
             values, shown, lv, title, fmt, marks = self._stage_values(st.key, a, pad_marks)
             self.arrays[st.key] = values
-            st.img.setImage(shown, levels=lv, autoLevels=False)
-            st.img.setLookupTable(lut)
+            st.shown, st.levels = shown, lv  # the array behind the image (NaN: a masked key, left dark)
+            st.img.setImage(colorize(shown, lv, lut), autoLevels=False)  # (h, w, 4) coloured once, in numpy
             st.img.setRect(QRectF(0, 0, shown.shape[1], shown.shape[0]))
             st.bar.set(v.colormap, lv)
             st.title.setText(title)

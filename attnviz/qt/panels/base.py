@@ -45,6 +45,7 @@ class Panel(QWidget):
     help_text = ""  # two or three plain sentences for a student: what it draws, how, what to look for
     reads: tuple[str, ...] = ()  # view fields that trigger a repaint
     default_size = (400, 300)  # the share of the window the panel asks for when the docks are first laid out
+    needs_capture = True  # False: the panel draws from the model alone (before any image is open)
 
     def __init__(self, session: Session, parent=None):
         super().__init__(parent)
@@ -140,7 +141,7 @@ class Panel(QWidget):
     def flush(self) -> None:
         """Repaint now if anything changed since the last repaint."""
         self._timer.stop()
-        if self._dirty and self.session.capture is not None:
+        if self._dirty and (self.session.capture is not None or not self.needs_capture):
             self._dirty = False
             try:
                 self.refresh()

@@ -47,7 +47,10 @@ def describe_model(session) -> list[tuple[str, str]]:
                              f"{st['grid'][1]} · window {st['M']} · shifts {shifts}"))
             rows.append(("Position", "relative position bias" if cfg.version == 1 else
                          "continuous position bias (log-spaced MLP)"))
-    rows += [("Classes", str(cap.logits.shape[-1]) if cap is not None and cap.logits is not None else "no head"),
+    if cap is None and doc.image is None:
+        rows.append(("Input", "open an image (File → Open image, Ctrl+O) to run the model and see its attention"))
+    rows += [("Classes", str(cap.logits.shape[-1]) if cap is not None and cap.logits is not None else
+              ("no head" if cap is not None else "—")),
              ("Device", str(m.device)), ("dtype", str(m.dtype).replace("torch.", "")),
              ("Load time", f"{doc.load_seconds:.2f} s")]
     return rows
@@ -72,6 +75,8 @@ class ModelPanel(Panel):
     help_text = ("What the checkpoint holds, read from its files: the architecture, how the image is cut into "
                  "patches, which extra (prefix) tokens ride along, and for Swin the window size and shift of each "
                  "stage. The small picture shows the original image with the region the preprocessing keeps.")
+
+    needs_capture = False  # what the checkpoint holds is known as soon as it is loaded
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)

@@ -19,7 +19,9 @@ from PySide6.QtWidgets import QDockWidget, QGraphicsRectItem, QHBoxLayout, QLabe
 from ...session.pos_products import SWIN_PANEL, PositionSimilarity
 from ...session.products import Unavailable
 from ...session.query import Patch
-from ..widgets.overlay import lookup_table
+from ..widgets.colorbar import ColorBar
+from ..widgets.colorize import colorize
+from ..widgets.overlay import RGBAImageItem, lookup_table
 from .base import Panel
 
 QUERY_COLOUR = (80, 220, 255)
@@ -90,13 +92,14 @@ class PosEmbedPanel(Panel):
         # the mosaic of every patch's tile
         self.grid_vb = self.canvas.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMouse=False,
                                               enableMenu=False)
-        self.grid_img = pg.ImageItem()
+        # finished RGBA (pyqtgraph's float + lookup-table path with NaN gaps crashed drawImage in tests)
+        self.grid_img = RGBAImageItem()
         self.grid_vb.addItem(self.grid_img)
         self.grid_sel = _outline(2.5)
         self.grid_vb.addItem(self.grid_sel)
-        self.bar = pg.ColorBarItem(values=LEVELS, colorMap=pg.colormap.get("inferno"), interactive=False,
-                                   width=14, orientation="vertical", label="cosine similarity")
-        self.canvas.addItem(self.bar, row=1, col=2)  # shared by the grid and the enlarged tile
+        self.bar = ColorBar()  # cosine similarity, −1..1: shared by the grid and the enlarged tile
+        self.canvas.addItem(self.bar, row=1, col=2)
+        self._mosaic_of: Optional[tuple] = None  # (data, colormap) the mosaic image was coloured for
         # the query's tile, enlarged, with row/column axes
         self.tile_plot = self.canvas.addPlot(row=1, col=1)
         self.tile_plot.invertY(True)
@@ -106,11 +109,10 @@ class PosEmbedPanel(Panel):
         self.tile_plot.setMenuEnabled(False)
         self.tile_plot.setLabel("left", "patch row")
         self.tile_plot.setLabel("bottom", "patch column")
-        self.tile_img = pg.ImageItem()
+        self.tile_img = RGBAImageItem()
         self.tile_plot.addItem(self.tile_img)
         self.tile_sel = _outline(2.0)
         self.tile_plot.addItem(self.tile_sel)
-        self.bar.setImageItem([self.grid_img, self.tile_img])
         # similarity against distance
         self.curve_plot = self.canvas.addPlot(row=2, col=0, colspan=3)
         self.curve_plot.setLabel("bottom", "distance between the two patches (patches)")
@@ -198,23 +200,25 @@ class PosEmbedPanel(Panel):
         if not data.applied:
             text += " — switched off in this capture (the scramble lesson): shown, but not added"
         self.caption.setText(text)
-        self.bar.setColorMap(pg.colormap.get(v.colormap))
+        self.bar.set(v.colormap, LEVELS)
         lut = lookup_table(v.colormap, False)
 
-        self.grid_array = similarity_mosaic(data.sim)
-        self.grid_img.setImage(self.grid_array, levels=LEVELS, autoLevels=False)
-        self.grid_img.setLookupTable(lut)
-        self.grid_img.setRect(QRectF(0, 0, self.grid_array.shape[1], self.grid_array.shape[0]))
-        self.grid_vb.autoRange(padding=0.01)
-        self.grid_title.setText(f"each patch's similarity to all {gh * gw} patches (click a tile)")
+        old = self._mosaic_of
+        if old is None or old[0] is not data or old[1] != v.colormap:  # a query change only moves the outlines
+            self._mosaic_of = (data, v.colormap)
+            self.grid_array = similarity_mosaic(data.sim)
+            self.grid_img.setImage(colorize(self.grid_array, LEVELS, lut), autoLevels=False)  # (H, W, 4)
+            self.grid_img.setRect(QRectF(0, 0, self.grid_array.shape[1], self.grid_array.shape[0]))
+            self.grid_vb.autoRange(padding=0.01)
+        self.grid_title.setText(f"cosine similarity of each patch's embedding to all {gh * gw} patches "
+                                f"(click a tile)")
 
         q = v.query
         if isinstance(q, Patch) and 0 <= q.row < gh and 0 <= q.col < gw:
             self.grid_sel.setRect(QRectF(q.col * (gw + 1) - 0.5, q.row * (gh + 1) - 0.5, gw + 1, gh + 1))
             self.grid_sel.setVisible(True)
             self.tile_array = data.sim[q.row, q.col]  # (gh, gw)
-            self.tile_img.setImage(self.tile_array, levels=LEVELS, autoLevels=False)
-            self.tile_img.setLookupTable(lut)
+            self.tile_img.setImage(colorize(self.tile_array, LEVELS, lut), autoLevels=False)  # (gh, gw, 4)
             self.tile_img.setRect(QRectF(0, 0, gw, gh))
             self.tile_img.setVisible(True)
             self.tile_sel.setRect(QRectF(q.col, q.row, 1, 1))

@@ -80,7 +80,8 @@ def _clear_bars(bars: pg.ErrorBarItem) -> None:
 class StatsPanel(Panel):
     title = "Statistics"
     help_text = (
-        "One dot per head against depth, as in the ViT paper's Fig. 7 (colour = head; click a dot to select it): "
+        "One dot per head against depth, as in the ViT paper's Fig. 7 (colour = head, as in the legend; past eight "
+        "heads the shape changes too; click a dot to select it): "
         "the <b>mean attention distance</b> in input pixels (Swin: inside its windows), the <b>entropy</b> (low = "
         "the head looks at few keys) and the share of attention the patches give to the class and register "
         "tokens. <i>Folder</i> averages many images; the bars are ± one standard deviation over them. "

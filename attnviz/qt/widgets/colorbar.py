@@ -56,8 +56,8 @@ class ColorBar(pg.GraphicsWidget):
         if colormap != self.colormap:
             lut = pg.colormap.get(colormap).getLookupTable(nPts=256, alpha=True)  # (256, 4) uint8
             rgba = np.ascontiguousarray(lut[::-1].reshape(256, 1, 4))  # top row = the highest value
-            self._rgba = rgba  # the QImage below reads this buffer
-            self._gradient = QImage(rgba.data, 1, 256, 4, QImage.Format.Format_RGBA8888)
+            # a deep copy: Qt owns the pixels, so no numpy buffer has to outlive the image (or its painter)
+            self._gradient = QImage(rgba.data, 1, 256, 4, QImage.Format.Format_RGBA8888).copy()
         self.colormap, self.levels, self.scale = colormap, lo_hi, scale
         self.ticks = tick_values(*lo_hi)
         self.labels = format_ticks(self.ticks, scale)
