@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -176,7 +177,7 @@ class ViewFile:
                     d[k] = str(Path(p).resolve().relative_to(base))
                 except ValueError:
                     d[k] = str(Path(p).resolve())
-        write_bytes(path, (json.dumps(d, indent=2, ensure_ascii=False) + "\n").encode(), force)
+        write_bytes(path, (_dumps(d) + "\n").encode(), force)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ViewFile":
@@ -300,3 +301,10 @@ def open_view(session, vf: ViewFile) -> None:
 
 def _resolved(path) -> Optional[str]:
     return str(Path(path).resolve()) if path else None
+
+
+def _dumps(d: dict) -> str:
+    """JSON with one field per line, but a list of numbers (a permutation) on one line, not one per line."""
+    text = json.dumps(d, indent=2, ensure_ascii=False)
+    return re.sub(r"\[\s*(-?\d+(?:\s*,\s*-?\d+)*)\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)

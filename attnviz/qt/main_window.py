@@ -215,7 +215,7 @@ class MainWindow(QMainWindow):
             self.docks[name].setWidget(panel)
             placeholder.deleteLater()  # a dock keeps (and may still paint) the widget it held
             if self.session.capture is not None:
-                panel._captured()  # draw what is loaded now, as if the capture had just arrived
+                panel.adopt_capture()  # draw what is loaded now, as if the capture had just arrived
         return self.panels[name]
 
     def add_panel(self, name: str, panel: QWidget, area: Qt.DockWidgetArea, title: Optional[str] = None,
@@ -364,6 +364,8 @@ class MainWindow(QMainWindow):
             dock = self.current_dock()
             if dock in export_dialog.PANEL_VIEWS:
                 kwargs["view"] = export_dialog.panel_view(dock, self.session)
+            if action == "export_animation" and kwargs.get("view") in ("stats", "pos-embed"):
+                kwargs.pop("view")  # neither changes from block to block: animate the overlay instead
         try:
             getattr(export_dialog, action)(self, self.session, **kwargs)
         except Exception as e:  # an export that fails says so; the app goes on

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, Qt, QTimer
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel
+from PySide6.QtWidgets import QComboBox, QLabel
 
 from ...analysis.anatomy import Anatomy, formula, key_line, key_name
 from ...session.anatomy_products import AnatomyView  # importing it registers the product
@@ -128,19 +128,11 @@ class AnatomyPanel(Panel):
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
-        top = QHBoxLayout()
-        self.caption = QLabel("")
-        self.caption.setStyleSheet("font-weight:600")
-        self.caption.setWordWrap(True)
-        top.addWidget(self.caption, 1)
-        top.addWidget(QLabel("Head"))
         self.head_combo = QComboBox()
         self.head_combo.setToolTip("The anatomy is per head: the softmax of one head's scores")
         self.head_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # filled later
         self.head_combo.activated.connect(self._head_picked)
-        top.addWidget(self.head_combo)
-        top.addWidget(self.help_button())
-        self.body.addLayout(top)
+        self.caption_row(QLabel("Head"), self.head_combo)
         self.formula = QLabel("")
         self.formula.setStyleSheet("font-family:monospace")
         self.formula.setWordWrap(True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer
-from PySide6.QtWidgets import QDockWidget, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from ...session import Session
 
@@ -106,6 +106,20 @@ class Panel(QWidget):
     def _changed(self, *args) -> None:
         self.schedule()
 
+    def caption_row(self, *extra: QWidget) -> QHBoxLayout:
+        """The panel's first row: a bold, wrapping caption (``self.caption``), any ``extra`` widgets, then
+        the '?' help toggle."""
+        row = QHBoxLayout()
+        self.caption = QLabel("")
+        self.caption.setStyleSheet("font-weight:600")
+        self.caption.setWordWrap(True)
+        row.addWidget(self.caption, 1)
+        for w in extra:
+            row.addWidget(w)
+        row.addWidget(self.help_button())
+        self.body.addLayout(row)
+        return row
+
     def help_button(self) -> QToolButton:
         """A '?' toggle that shows the panel's plain-language explanation."""
         b = QToolButton()
@@ -158,6 +172,10 @@ class Panel(QWidget):
         if self.session.capture is not None:
             self.stale.setText(f"Out of date: {what}…")
             self.stale.setVisible(True)
+
+    def adopt_capture(self) -> None:
+        """Show the session's current capture (a panel built after it arrived)."""
+        self._captured()
 
     def _captured(self) -> None:
         self.stale.setVisible(False)

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 import torch
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor, QPen
-from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsRectItem, QTabWidget, QVBoxLayout, QWidget
 
 from ...session.display import levels
 from ...session.products import AttnMatrix, QueryHeads, Unavailable
@@ -117,13 +117,7 @@ class HeadsPanel(Panel):
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
-        top = QHBoxLayout()
-        self.caption = QLabel("")
-        self.caption.setStyleSheet("font-weight:600")
-        self.caption.setWordWrap(True)
-        top.addWidget(self.caption, 1)
-        top.addWidget(self.help_button())
-        self.body.addLayout(top)
+        self.caption_row()
         self.tabs = QTabWidget()
         self.body.addWidget(self.tabs, 1)
         # small multiples

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QPen
-from PySide6.QtWidgets import QDockWidget, QGraphicsRectItem, QHBoxLayout, QLabel, QPushButton
+from PySide6.QtWidgets import QDockWidget, QGraphicsRectItem, QLabel, QPushButton
 
 from ...session.pos_products import SWIN_PANEL, PositionSimilarity
 from ...session.products import Unavailable
@@ -66,13 +66,7 @@ class PosEmbedPanel(Panel):
 
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
-        top = QHBoxLayout()
-        self.caption = QLabel("")
-        self.caption.setStyleSheet("font-weight:600")
-        self.caption.setWordWrap(True)
-        top.addWidget(self.caption, 1)
-        top.addWidget(self.help_button())
-        self.body.addLayout(top)
+        self.caption_row()
         self.message = QLabel("")  # what a model without a learned absolute embedding uses instead
         self.message.setWordWrap(True)
         self.message.setStyleSheet("padding:8px;font-size:11pt")
