@@ -60,7 +60,7 @@ def figures() -> dict[str, float]:
     from attnviz.export.source import Source
     from attnviz.images import load_image, preprocess
     from attnviz.model import load_model
-    from attnviz.qt.figures.render import ensure_app
+    from attnviz.qt.figures.render import RENDERER, ensure_app
     from attnviz.session import Session, Worker
     from ui_figures import save_timm
 
@@ -76,10 +76,10 @@ def figures() -> dict[str, float]:
             raise RuntimeError(s.last_error)
         src = Source.of_session(s)
         t0 = time.perf_counter()
-        write_view(src, "figure", d / "first.png", dpi=150)
+        write_view(src, "figure", d / "first.png", dpi=150, renderer=RENDERER)
         out["export_products_s"] = time.perf_counter() - t0
-        out["export_png_s"] = _median_time(lambda: write_view(src, "figure", d / "f.png", dpi=150, force=True))
-        out["export_pdf_s"] = _median_time(lambda: write_view(src, "figure", d / "f.pdf", dpi=300, force=True))
+        out["export_png_s"] = _median_time(lambda: write_view(src, "figure", d / "f.png", dpi=150, force=True, renderer=RENDERER))
+        out["export_pdf_s"] = _median_time(lambda: write_view(src, "figure", d / "f.pdf", dpi=300, force=True, renderer=RENDERER))
 
         # a folder: the sample photographs and faces, repeated to BATCH_IMAGES files
         folder = d / "images"
