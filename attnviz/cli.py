@@ -115,7 +115,8 @@ def load_tensor(path: str):
 
 
 def run_dump(args: argparse.Namespace) -> None:
-    from .export.arrays import capture_arrays, check_output, write_npz
+    from .export.arrays import capture_arrays, write_npz
+    from .export.writing import check_output
     from .model import load_model
 
     check_output(args.out)

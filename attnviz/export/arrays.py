@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from .writing import check_output, write_npz as _write_npz  # noqa: F401 - check_output: dump's check
+from .writing import write_npz as _write_npz
 
 if TYPE_CHECKING:  # annotations only: the command line's parser imports this module before torch is needed
     from ..nets import Capture, ModelInfo

@@ -322,7 +322,7 @@ def _export_folder(args, vf, model, files, targets, size, bs, renderer=None) -> 
             batch: list[tuple[Path, object, object]] = []
 
             def flush():
-                nonlocal view_cache, written
+                nonlocal view_cache
                 if not batch:
                     return
                 xb = torch.stack([x for _p, x, _img in batch])  # (B, 3, H, W)

@@ -138,16 +138,10 @@ def copy_view(view: ViewState) -> ViewState:
     return other
 
 
-def limits_of(cap: Capture) -> Limits:
-    """The view limits a capture sets (as the session sets them when a capture arrives)."""
-    num_classes = 0 if cap.logits is None else int(cap.logits.shape[-1])
-    return Limits(len(cap.blocks), tuple(int(b.num_heads) for b in cap.blocks), Geometry.of(cap), num_classes)
-
-
 def view_for(cap: Capture, **fields) -> ViewState:
     """A view state validated against ``cap``, with the model's default query unless one is given."""
     view = ViewState()
-    view.set_limits(limits_of(cap))
+    view.set_limits(Limits.of(cap))
     view.query = default_query(Geometry.of(cap))
     view.update(**fields)
     return view

@@ -111,3 +111,14 @@ def format_ticks(ticks: list[float], scale: str = "linear") -> list[str]:
             out.append("0" if abs(t) < step * 1e-6 else _compact(f"{t:.{d}f}"))
         return out
     return ["0" if abs(t) < step * 1e-6 else _compact(f"{t:.2e}") for t in vals]
+
+
+def mosaic(tiles: np.ndarray, gap: int = 1) -> np.ndarray:
+    """(R, C, h, w) tiles -> one (R·(h+gap)−gap, C·(w+gap)−gap) image, tile (i, j) at rows i·(h+gap)..,
+    columns j·(w+gap)..; NaN in the gaps (drawn transparent). Missing tiles are NaN tiles."""
+    R, C, h, w = tiles.shape
+    # (tile row, row in tile, tile col, col in tile), each tile followed by its gap
+    padded = np.full((R, h + gap, C, w + gap), np.nan)
+    padded[:, :h, :, :w] = tiles.transpose(0, 2, 1, 3)
+    flat = padded.reshape(R * (h + gap), C * (w + gap))  # (rows, cols) with a trailing gap
+    return flat[: R * (h + gap) - gap, : C * (w + gap) - gap]

@@ -203,8 +203,7 @@ class Session:
         self.scrambled = None  # made from the previous capture
         self.scramble.set_grid(new.grid_size, default_window(cap))
         view = self.view
-        num_classes = 0 if cap.logits is None else int(cap.logits.shape[-1])
-        limits = Limits(len(cap.blocks), tuple(int(b.num_heads) for b in cap.blocks), new, num_classes)
+        limits = Limits.of(cap)
         q = view.query
         if old is None or q == default_query(old):
             q = default_query(new)

@@ -43,6 +43,12 @@ class Limits:
     geometry: Optional[Geometry] = None
     num_classes: int = 0  # 0: no classifier head
 
+    @classmethod
+    def of(cls, cap) -> "Limits":
+        """What a capture (attnviz.nets.Capture) offers: its blocks, each block's heads, its geometry, classes."""
+        num_classes = 0 if cap.logits is None else int(cap.logits.shape[-1])
+        return cls(len(cap.blocks), tuple(int(b.num_heads) for b in cap.blocks), Geometry.of(cap), num_classes)
+
 
 @evented
 @dataclass

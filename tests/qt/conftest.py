@@ -56,3 +56,31 @@ def window(qtbot, settings):
     broken = [m for m in win.error_log if "panel could not" in m]
     assert broken == [], broken  # a panel that raised while drawing is a bug, even if the app survived
 
+
+
+@pytest.fixture
+def standalone_panel(qtbot):
+    """standalone_panel(PanelClass, model, image, size=(1000, 600)) -> a panel over its own synchronous
+    session, shown, with the model and image opened and drawn; at the end no panel may have failed to draw."""
+    import pyqtgraph as pg
+
+    from attnviz.session import Session, Worker
+
+    sessions = []
+
+    def make(cls, model: str, image: str, size=(1000, 600)):
+        pg.setConfigOptions(imageAxisOrder="row-major")
+        s = Session(Worker(synchronous=True), device="cpu")
+        sessions.append(s)
+        p = cls(s)
+        qtbot.addWidget(p)
+        p.resize(*size)
+        p.show()
+        s.open_model(model)
+        s.open_image(image)
+        p.flush()
+        return p
+
+    yield make
+    for s in sessions:
+        assert not [e for e in s.errors if "panel could not" in e.message], s.errors

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
@@ -23,20 +22,10 @@ FACE = str(ROOT / "assets" / "images" / "face-02.png")
 
 
 @pytest.fixture
-def panel(qtbot):
+def panel(standalone_panel):
     from attnviz.qt.panels.compare_panel import ComparePanel
 
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    s = Session(Worker(synchronous=True), device="cpu")
-    p = ComparePanel(s)
-    qtbot.addWidget(p)
-    p.resize(1000, 600)
-    p.show()
-    s.open_model(VIT)
-    s.open_image(FACE)
-    p.flush()
-    yield p
-    assert not [e for e in s.errors if "panel could not" in e.message], s.errors
+    return standalone_panel(ComparePanel, VIT, FACE)
 
 
 def test_model_b_follows_block_head_and_query_and_draws_its_own_attention(panel):

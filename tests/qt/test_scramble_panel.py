@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
 import pytest
 import torch
 from PySide6.QtCore import QPointF, Qt
@@ -14,7 +13,7 @@ from PySide6.QtWidgets import QWidget
 from attnviz.analysis.query import query_attention
 from attnviz.analysis.scramble import (apply_to_image, equivariance_check, inverse_permutation, random_permutation,
                                        swap_permutation, unpermute_attention)
-from attnviz.session import Patch, Prefix, Session, Worker
+from attnviz.session import Patch, Prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = str(ROOT / "models" / "faces-vit.safetensors")
@@ -24,20 +23,10 @@ FACE = str(ROOT / "assets" / "images" / "face-01.png")
 
 
 @pytest.fixture
-def panel(qtbot):
+def panel(standalone_panel):
     from attnviz.qt.panels.scramble_panel import ScramblePanel
 
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    s = Session(Worker(synchronous=True), device="cpu")
-    p = ScramblePanel(s)
-    qtbot.addWidget(p)
-    p.resize(1000, 600)
-    p.show()
-    s.open_model(MODEL)
-    s.open_image(FACE)
-    p.flush()
-    yield p
-    assert not [e for e in s.errors if "panel could not" in e.message], s.errors
+    return standalone_panel(ScramblePanel, MODEL, FACE)
 
 
 def _drag(qtbot, view, a, b, patch=8):

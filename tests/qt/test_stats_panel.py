@@ -15,6 +15,7 @@ from attnviz.analysis.stats import head_stats, norm_outliers
 from attnviz.images import load_image, preprocess
 from attnviz.qt.panels.stats_panel import PLOTS, StatsPanel
 from attnviz.session import Session, Worker
+from tests.qt.panel_checks import assert_readable_bar
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ("face-01.png", "none-02.png", "scrambled-03.png")
@@ -275,14 +276,4 @@ def test_token_norm_colour_bar_writes_numbers_for_a_tiny_range(panel, monkeypatc
     lo, hi = float(panel.norm_array.min()), float(panel.norm_array.max())
     assert (lo, hi) == (0.0, 0.002) or np.allclose((lo, hi), (0.0, 0.002))
     assert panel.norm_bar.levels == (lo, hi)
-    _assert_readable_bar(panel.norm_bar, lo, hi)
-
-
-def _assert_readable_bar(bar, lo, hi):
-    """At least two distinct, non-empty numbers inside the range, reaching both of its ends."""
-    labels = bar.shown_labels()
-    assert len(labels) >= 2 and all(labels) and len(set(labels)) == len(labels), labels
-    values = [float(t.replace("−", "-")) for t in labels]
-    span = hi - lo
-    assert all(lo - 0.05 * span <= v <= hi + 0.05 * span for v in values), (labels, lo, hi)
-    assert max(values) - min(values) >= 0.5 * span, labels
+    assert_readable_bar(panel.norm_bar, lo, hi)

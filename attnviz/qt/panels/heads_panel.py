@@ -17,7 +17,7 @@ from PySide6.QtCore import QRectF
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QTabWidget, QVBoxLayout, QWidget
 
-from ...session.display import levels
+from ...session.display import levels, mosaic
 from ...session.products import AttnMatrix, QueryHeads, Unavailable
 from ..widgets.colorbar import ColorBar
 from ..widgets.colorize import colorize
@@ -30,17 +30,17 @@ from .base import Panel
 SELECTED = pg.mkPen(80, 220, 255, width=3)
 
 
-def mosaic(tiles: list[list[np.ndarray]], gap: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
-    """Rows of equally sized (h, w) tiles -> one (R·(h+gap)−gap, C·(w+gap)−gap) image, NaN between tiles;
-    each tile scaled to its own maximum so that every head's pattern is visible."""
-    h, w = tiles[0][0].shape
-    R, C = len(tiles), max(len(r) for r in tiles)
-    out = np.full((R * (h + gap) - gap, C * (w + gap) - gap), np.nan)
-    for i, row in enumerate(tiles):
+def head_mosaic(rows: list[list[np.ndarray]], gap: int = 1) -> tuple[np.ndarray, tuple[int, int]]:
+    """Rows (blocks) of equally sized (h, w) head maps -> one mosaic image (see session.display.mosaic),
+    each tile scaled to its own maximum so that every head's pattern is visible; a block with fewer heads
+    leaves its row's end empty. Returns the image and the tile size."""
+    h, w = rows[0][0].shape
+    tiles = np.full((len(rows), max(len(r) for r in rows), h, w), np.nan)  # (blocks, heads, h, w)
+    for i, row in enumerate(rows):
         for j, t in enumerate(row):
             top = float(np.max(t))
-            out[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = t / top if top > 0 else t
-    return out, (h, w)
+            tiles[i, j] = t / top if top > 0 else t
+    return mosaic(tiles, gap), (h, w)
 
 
 def _cosmetic(color: QColor, width: float) -> QPen:
@@ -256,7 +256,7 @@ class HeadsPanel(Panel):
         k = self._overview_key
         if k is None or k[0] is not every or k[1] != v.colormap:
             self._overview_key = (every, v.colormap)
-            img, self._tile = mosaic(rows)
+            img, self._tile = head_mosaic(rows)
             self.overview_array = img
             h, w = self._tile
             outside = np.zeros(img.shape, dtype=bool)

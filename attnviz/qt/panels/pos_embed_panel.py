@@ -16,6 +16,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QPen
 from PySide6.QtWidgets import QDockWidget, QGraphicsRectItem, QLabel, QPushButton
 
+from ...session.display import mosaic
 from ...session.pos_products import SWIN_PANEL, PositionSimilarity
 from ...session.products import Unavailable
 from ...session.query import Patch
@@ -28,18 +29,6 @@ QUERY_COLOUR = (80, 220, 255)
 LEARNED_COLOUR = (255, 170, 60)
 SINCOS_COLOUR = (120, 200, 255)
 LEVELS = (-1.0, 1.0)  # cosine similarity
-
-
-def similarity_mosaic(sim: np.ndarray, gap: int = 1) -> np.ndarray:
-    """(gh, gw, gh, gw) similarity -> one (gh·(gh+gap)−gap, gw·(gw+gap)−gap) image: tile (r, c) is
-    ``sim[r, c]`` (patch (r, c) against every patch), at rows r·(gh+gap).., columns c·(gw+gap)..; NaN
-    between tiles (drawn transparent)."""
-    gh, gw = sim.shape[:2]
-    # (tile row, row in tile, tile col, col in tile), each tile followed by its gap
-    padded = np.full((gh, gh + gap, gw, gw + gap), np.nan)
-    padded[:, :gh, :, :gw] = sim.transpose(0, 2, 1, 3)
-    flat = padded.reshape(gh * (gh + gap), gw * (gw + gap))  # (rows, cols) of the mosaic, trailing gap
-    return flat[: gh * (gh + gap) - gap, : gw * (gw + gap) - gap]
 
 
 def _outline(width: float) -> QGraphicsRectItem:
@@ -200,7 +189,7 @@ class PosEmbedPanel(Panel):
         old = self._mosaic_of
         if old is None or old[0] is not data or old[1] != v.colormap:  # a query change only moves the outlines
             self._mosaic_of = (data, v.colormap)
-            self.grid_array = similarity_mosaic(data.sim)
+            self.grid_array = mosaic(data.sim)  # (gh, gw, gh, gw): tile (r, c) is patch (r, c) against all
             self.grid_img.setImage(colorize(self.grid_array, LEVELS, lut), autoLevels=False)  # (H, W, 4)
             self.grid_img.setRect(QRectF(0, 0, self.grid_array.shape[1], self.grid_array.shape[0]))
             self.grid_vb.autoRange(padding=0.01)
