@@ -524,3 +524,42 @@ def test_a_model_opened_before_any_image_is_shown_at_once(window):
     assert window.windowTitle() == "attnviz — faces-vit — no image"
     assert "open an image" in window.statusBar().currentMessage()
     assert not window.work.isVisibleTo(window)
+
+
+def _overlaps(a, b) -> bool:
+    return a.intersects(b) and not a.intersected(b).isEmpty()
+
+
+def test_panel_controls_wrap_instead_of_being_cut_at_a_larger_font(window, checkpoint, image_path, qtbot):
+    """Ctrl+= while presenting: the Image and Maps panels' controls keep the width their text needs (a
+    squeezed box shows 'infern' for 'inferno') and wrap onto further lines without overlapping."""
+    from PySide6.QtWidgets import QApplication, QComboBox
+
+    from attnviz.qt.widgets.flow import FlowLayout
+
+    _open(window, checkpoint, image_path)
+    app = QApplication.instance()
+    original = app.font()
+    try:
+        window.zoom_text(+4)
+        for name in ("image", "maps"):
+            window.docks[name].setFloating(True)
+            window.docks[name].resize(380, 500)
+        for _ in range(5):
+            app.processEvents()
+        for name in ("image", "maps"):
+            panel = window.panels[name]
+            (flow,) = panel.findChildren(FlowLayout)
+            items = [flow.itemAt(i) for i in range(flow.count())]
+            rects = [it.geometry() for it in items]
+            for it, r in zip(items, rects):
+                assert r.width() >= it.sizeHint().width() and r.height() >= it.sizeHint().height()
+                assert flow.geometry().contains(r), (name, r, flow.geometry())  # nothing cut at the right
+            for i, a in enumerate(rects):
+                assert all(not _overlaps(a, b) for b in rects[i + 1:])
+            assert len({r.top() for r in rects}) >= 2, name  # 380 px cannot hold them on one line at this size
+            for box in panel.findChildren(QComboBox):
+                if box.isVisible():
+                    assert box.width() >= box.sizeHint().width(), box.currentText()
+    finally:
+        app.setFont(original)

@@ -309,9 +309,15 @@ def to_rgb(fig: Figure, size: Optional[tuple[int, int]] = None, dpi: Optional[fl
     return buf[:, : 3 * w].reshape(h, w, 3).copy()
 
 
+# Qt's PNG "quality" picks the zlib level (100 - quality, scaled to 0-9). At 50 a figure encodes in half
+# the time of the default (measured: 11 vs 22 ms for a 600x428 overlay) for 0.3 % more bytes; a folder
+# export spends most of its drawing time here.
+PNG_QUALITY = 50
+
+
 def _write_png(fig: Figure, tmp: str, size, dpi) -> None:
     img = to_qimage(fig, size, dpi)
-    if not img.save(tmp, "PNG"):
+    if not img.save(tmp, "PNG", PNG_QUALITY):
         raise OSError(f"{tmp}: Qt could not write the PNG")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from PySide6.QtCore import QEvent, QSize, Qt, QTimer
-from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QDockWidget, QHBoxLayout, QLabel, QLayout, QToolButton, QVBoxLayout, QWidget
 
 from ...session import Session
 
@@ -119,6 +119,13 @@ class Panel(QWidget):
         row.addWidget(self.help_button())
         self.body.addLayout(row)
         return row
+
+    def controls_row(self, flow: QLayout) -> None:
+        """Add the panel's row of controls (a wrapping FlowLayout) with the '?' help toggle at its right."""
+        row = QHBoxLayout()
+        row.addLayout(flow, 1)
+        row.addWidget(self.help_button(), 0, Qt.AlignmentFlag.AlignTop)
+        self.body.addLayout(row)
 
     def help_button(self) -> QToolButton:
         """A '?' toggle that shows the panel's plain-language explanation."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Optional
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider
+from PySide6.QtWidgets import QCheckBox, QLabel, QSlider
 
 from ...session.query import Patch, pixel_to_patch, vit_token
 from ...session.shown import ShownMap, shown_map
 from ...session.view_state import COLORMAPS
 from ..widgets.choices import combo, select_data
+from ..widgets.flow import FlowLayout, labelled
 from ..widgets.overlay import OverlayView
 from .base import Panel
 
@@ -27,7 +28,7 @@ class ImagePanel(Panel):
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
         v = session.view
-        bar = QHBoxLayout()
+        bar = FlowLayout()  # wraps rather than squeezing the combos (narrow dock, larger text)
         self.overlay_mode = combo([("Colour", "colour"), ("Attention as alpha", "alpha")],
                                   "Colour: the map in colour at the chosen opacity. Alpha: the colour fades out "
                                   "where the value is low, so the photograph stays readable.")
@@ -44,12 +45,10 @@ class ImagePanel(Panel):
         self.opacity.setMinimumWidth(70)
         self.opacity.setMaximumWidth(110)
         self.opacity.setToolTip("Overlay opacity")
-        for w in (QLabel("Overlay"), self.overlay_mode, self.cmap, self.norm, self.scale, self.smooth, self.grid,
-                  QLabel("Opacity"), self.opacity):
+        for w in (labelled("Overlay", self.overlay_mode), self.cmap, self.norm, self.scale, self.smooth, self.grid,
+                  labelled("Opacity", self.opacity)):
             bar.addWidget(w)
-        bar.addStretch(1)
-        bar.addWidget(self.help_button())
-        self.body.addLayout(bar)
+        self.controls_row(bar)
         self.caption = QLabel("")
         self.caption.setStyleSheet("font-weight:600")
         self.caption.setWordWrap(True)

@@ -16,6 +16,7 @@ from ...session.display import format_ticks, levels, span_levels
 from ...session.products import MAP_PRODUCTS, TokenMap, Unavailable
 from ...session.shown import shown_map
 from ...session.view_state import METHOD_NAMES, METHODS
+from ..widgets.flow import FlowLayout, labelled
 from ..widgets.overlay import OverlayView
 from .base import Panel
 
@@ -66,7 +67,7 @@ class MapsPanel(Panel):
     def __init__(self, session, parent=None):
         super().__init__(session, parent)
         v = session.view
-        row = QHBoxLayout()
+        row = FlowLayout()  # wraps rather than squeezing the controls (narrow dock, larger text)
         self.alpha = QDoubleSpinBox()
         self.alpha.setRange(0.0, 1.0)
         self.alpha.setSingleStep(0.05)
@@ -83,13 +84,12 @@ class MapsPanel(Panel):
         self.blocks_slot.setMinimumWidth(160)
         self.one = QCheckBox("one at a time")
         self.one.setToolTip("Show only the map selected in the Image panel, large")
-        for w in (QLabel("α"), self.alpha, QLabel("fusion"), self.fusion, QLabel("discard"), self.discard,
-                  QLabel("blocks"), self.blocks_slot, self.one):
+        blocks_box = labelled("blocks", self.blocks_slot)
+        for w in (labelled("α", self.alpha), labelled("fusion", self.fusion), labelled("discard", self.discard),
+                  blocks_box, self.one):
             row.addWidget(w)
-        self._controls = row
-        row.addStretch(1)
-        row.addWidget(self.help_button())
-        self.body.addLayout(row)
+        self._controls = blocks_box.layout()  # where the range slider takes the placeholder's place
+        self.controls_row(row)
         prog = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setFormat("attention flow %v / %m sinks")
