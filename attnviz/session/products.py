@@ -28,9 +28,16 @@ class NotApplicable(Exception):
 
 @dataclass(frozen=True)
 class Unavailable:
-    """What a panel shows instead of a map that does not apply."""
+    """What a panel shows instead of a map: why the method does not apply, or (``failed``) that computing
+    it raised, with the error; panels show ``reason`` either way, so it says which."""
 
     reason: str
+    failed: bool = False
+
+    @classmethod
+    def failure(cls, e: BaseException) -> "Unavailable":
+        """A product whose computation raised ``e`` (out of memory, a bug): not a property of the model."""
+        return cls(f"Could not be computed: {' '.join(str(e).split()) or type(e).__name__}", failed=True)
 
 
 @dataclass
@@ -357,7 +364,7 @@ class Products:
             self.ready.emit(name)
 
         def failed(e: Exception):
-            done(Unavailable(" ".join(str(e).split()) or type(e).__name__))
+            done(Unavailable.failure(e))
 
         self.started.emit(name)
         self.worker.submit(f"product:{name}", work, done, failed,

@@ -143,3 +143,21 @@ def test_relevance_follows_the_position_embedding_switch_of_the_capture():
     A_on, G_on, _, _ = attention_gradients(ctx.model.net, ctx.x, c)
     assert not np.allclose(patch_map(relevance_row(A_on, G_on, 0, "chefer", num_prefix_tokens=1), 1, (4, 4),
                                      normalize="max"), got)
+
+
+def test_a_slow_product_that_raises_says_it_failed_not_that_it_does_not_apply(monkeypatch):
+    import sys
+
+    ctx = _context()
+    p, view = _products(ctx)
+    fl = sys.modules["attnviz.analysis.flow"]
+
+    def boom(*a, **k):
+        raise MemoryError("out of memory while allocating 12 GB")
+
+    monkeypatch.setattr(fl, "attention_flow", boom)
+    r = p.get("flow")  # a synchronous worker: computed (and failed) at once
+    assert isinstance(r, Unavailable) and r.failed
+    assert r.reason.startswith("Could not be computed") and "12 GB" in r.reason
+    not_applicable = _products(_context(classes=0))[0].get("chefer")
+    assert isinstance(not_applicable, Unavailable) and not not_applicable.failed
