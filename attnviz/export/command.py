@@ -304,9 +304,16 @@ def _export_folder(args, vf, model, files, targets, size, bs, renderer=None) -> 
 
     from .outputs import ViewNotApplicable, plan_view
 
+    from ..nets import capture_bytes_per_image
+    from ..session.folder_stats import CAPTURE_BUDGET
+
     failed: list[tuple[str, str]] = []
     written = 0
     progress = _Progress(len(files))
+    # Images per forward: ``bs``, fewer when a batch's captured attention (every block's probabilities, held
+    # in CPU memory) would pass CAPTURE_BUDGET (ViT-L/14 at 518 px: 2.9 GB an image, so one at a time).
+    per_image = capture_bytes_per_image(model.net, tuple(model.info.config.img_size))
+    limit = max(1, min(bs, CAPTURE_BUDGET // max(per_image, 1)))
     view_cache = None
 
     def prepare(p: Path):
@@ -369,7 +376,7 @@ def _export_folder(args, vf, model, files, targets, size, bs, renderer=None) -> 
                 if batch and tuple(x.shape) != tuple(batch[0][1].shape):
                     flush()
                 batch.append((p, x, img))
-                if len(batch) >= bs:
+                if len(batch) >= limit:
                     flush()
             flush()
             while pending:

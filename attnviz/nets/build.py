@@ -95,6 +95,31 @@ def capture_qkv(net: AttnNet, x: torch.Tensor, block: int, use_pos_embed: bool =
         return net.capture_block(x.to(p.device, p.dtype), block, use_pos_embed)
 
 
+def capture_bytes_per_image(net: AttnNet, img_size: tuple[int, int]) -> int:
+    """Bytes of attention probabilities (float32) that a capture of one ``img_size`` (H, W) input holds,
+    every block together: what a batch costs in CPU memory (ViT-L/14 at 518 px: 2.9 GB an image).
+
+    ViT: heads · N² per block, N the prefix plus patch tokens. Swin: heads · (windows · M²) · M² per block,
+    windows · M² being the stage grid padded to a multiple of the window the block uses.
+    """
+    from .windows import effective_window, padded_size
+
+    cfg = net.config
+    H, W = img_size
+    if isinstance(cfg, ViTConfig):
+        n = net.num_prefix_tokens + (H // cfg.patch_size) * (W // cfg.patch_size)
+        return 4 * cfg.depth * cfg.num_heads * n * n
+    total = 0
+    res = (H // cfg.patch_size, W // cfg.patch_size)  # (gh, gw) after the patch embedding
+    for stage, (depth, heads, window) in enumerate(zip(cfg.depths, cfg.num_heads, cfg.window_size)):
+        if stage > 0:
+            res = ((res[0] + 1) // 2, (res[1] + 1) // 2)  # patch merging pads an odd side, then halves
+        M, _shift = effective_window(res, window, 0)
+        hp, wp = padded_size(res, M)
+        total += 4 * depth * heads * hp * wp * M * M
+    return total
+
+
 def _few(keys: list[str], n: int = 4) -> str:
     more = f" and {len(keys) - n} more" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more

@@ -54,3 +54,21 @@ def test_init_functions_work_again_after_a_build_and_after_a_failed_one() -> Non
     assert float(t.std()) > 0.5  # the real initialiser, not the build's no-op
     lin = nn.Linear(16, 16)
     assert float(lin.weight.detach().abs().max()) > 0.0
+
+
+@pytest.mark.parametrize("cfg, img", [
+    (ViTConfig(img_size=(48, 32), patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_hidden_dim=32,
+               num_reg_tokens=2, num_classes=0), (48, 32)),
+    (SwinConfig(version=1, img_size=(60, 44), patch_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4),
+                window_size=(4, 4, 4), num_classes=3), (60, 44)),  # odd stage sides: merging and window padding
+    (CONFIGS["swin"], (32, 32)),
+])
+def test_capture_size_is_known_before_the_capture(cfg, img) -> None:
+    """What a batch of folder export will hold in memory, computed from the geometry, equals the capture's."""
+    from attnviz.nets import capture_bytes_per_image
+
+    net = create_net(cfg).eval()
+    with torch.inference_mode():
+        cap = net.capture(torch.randn(2, 3, *img))
+    held = sum(b.attn.numel() * b.attn.element_size() for b in cap.blocks)
+    assert capture_bytes_per_image(net, img) * 2 == held

@@ -198,3 +198,30 @@ def test_cli_keeps_the_scramble_settings_of_a_view(tmp_path):
     a, b = json.loads(first.read_text()), json.loads(again.read_text())
     assert b["scramble"]["kind"] == "random" and b["scramble"]["seed"] == 3
     assert {k: v for k, v in a.items()} == {k: v for k, v in b.items()}
+
+
+def test_folder_batches_stay_within_the_capture_memory_budget(tmp_path, monkeypatch):
+    """A batch holds every block's attention in CPU memory: a model whose capture is large runs fewer images
+    per forward than --batch-size asks (here a budget of 2.5 images' captures: batches of 2)."""
+    from attnviz import model as model_module
+    from attnviz.nets import capture_bytes_per_image
+    from attnviz.session import folder_stats
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("face-01.png", "face-02.png", "none-01.png", "none-02.png", "scrambled-01.png"):
+        (src / name).write_bytes((ROOT / "assets/images" / name).read_bytes())
+    per_image = capture_bytes_per_image(model_module.load_model(VIT, device="cpu").net, (64, 64))
+    monkeypatch.setattr(folder_stats, "CAPTURE_BUDGET", int(2.5 * per_image))
+    sizes = []
+    real = model_module.LoadedModel.capture
+
+    def counting(self, x, *a, **k):
+        sizes.append(int(x.shape[0]) if x.ndim == 4 else 1)
+        return real(self, x, *a, **k)
+
+    monkeypatch.setattr(model_module.LoadedModel, "capture", counting)
+    assert export("--model", VIT, "--images", str(src), "--view", "heads", "--format", "npz", "--batch-size", "8",
+                  "--out", str(tmp_path / "out")) == 0
+    assert sizes == [2, 2, 1]
+    assert len(list((tmp_path / "out").iterdir())) == 5
