@@ -34,6 +34,7 @@ class ViewSpec:
     arrays: Callable[[Source], Arrays]  # what the view draws, float32 / int32, before any colormap
     parts: Callable[[Source, Arrays], list[Part]]  # how it is drawn (from those very arrays)
     title: str = ""
+    one_row: bool = False  # exported alone, its parts side by side (stages read left to right)
 
 
 def _ok(result, what: str):
@@ -290,6 +291,52 @@ def stats_parts(src: Source, arrays: Arrays) -> list[Part]:
     return parts
 
 
+# -- attention anatomy ------------------------------------------------------------------------------
+
+
+def _anatomy(src: Source):
+    from ..session import anatomy_products  # noqa: F401 - registers the product (one extra pass of one block)
+
+    return _ok(src.products.get("attention_anatomy"), "attention anatomy")
+
+
+def anatomy_arrays(src: Source) -> Arrays:
+    """Each stage as a map over the grid keys (ViT (gh, gw); Swin the query's window (M, M)), and the prefix
+    keys' values of each (ViT): 'scores', ['bias' (Swin: + mask)], 'probs', 'contrib', 'prefix_<stage>'."""
+    from ..session.anatomy_products import stage_keys, stage_map
+
+    a = _anatomy(src).anatomy
+    out: Arrays = {}
+    for key in stage_keys(a.family):
+        m = stage_map(a, key)
+        out[key] = _f32(m.values)  # (h, w)
+        if a.num_prefix:
+            out[f"prefix_{key}"] = _f32(m.prefix)  # (P,)
+    out["captured"] = _f32(a.key_map(a.captured))  # (h, w): the network's attention, which 'probs' equals
+    return out
+
+
+def anatomy_parts(src: Source, arrays: Arrays) -> list[Part]:
+    from ..analysis.anatomy import formula
+    from ..session.anatomy_products import stage_keys, stage_map
+
+    res = _anatomy(src)
+    a = res.anatomy
+    cmap = src.view.colormap
+    cell = None if a.query_key < a.num_prefix else divmod(a.query_key - a.num_prefix, a.map_shape[1])
+    parts = []
+    for key in stage_keys(a.family):
+        m = stage_map(a, key)
+        shown = np.where(np.isnan(m.shown), np.nan, arrays[key].astype(np.float64))  # masked keys stay dark
+        prefix = "  ".join(f"{n}: {m.fmt.format(v)}" for n, v in zip(res.prefix_names, m.prefix))
+        caption = m.title[1] + (f" · {prefix}" if prefix else "")
+        tile = Tile(caption, shown, m.levels, cmap, marker=None if cell is None else (*cell, 1),
+                    xlabel="key column", ylabel="key row")
+        parts.append(Part(f"anatomy-{key}", m.title[0], [tile], ColorBar(cmap, m.levels, m.title[1].lstrip("→ "))))
+    parts[0].title = f"{parts[0].title} — {formula(a)}"
+    return parts
+
+
 _rollout, _flow = _map_view("rollout"), _map_view("flow")
 
 VIEWS: dict[str, ViewSpec] = {v.name: v for v in (
@@ -302,6 +349,7 @@ VIEWS: dict[str, ViewSpec] = {v.name: v for v in (
     ViewSpec("pos-embed", pos_embed_arrays, pos_embed_parts, "Position embedding"),
     ViewSpec("windows", windows_arrays, windows_parts, "Swin windows"),
     ViewSpec("stats", stats_arrays, stats_parts, "Head statistics"),
+    ViewSpec("anatomy", anatomy_arrays, anatomy_parts, "Attention anatomy", one_row=True),  # not in the composed figure
 )}
 # What the composed figure holds, in order (each view that applies to the model).
 FIGURE_PARTS: list[str] = ["input", "overlay", "heads", "rollout", "flow", "relevance", "pos-embed", "windows", "stats"]
@@ -359,7 +407,8 @@ def figure_of(src: Source, view: str, arrays: Optional[Arrays] = None,
             raise ProductFailed(f"the {VIEWS[name].title} view could not be drawn: {one_line(e)}") from e
     if not drawn:
         raise NotApplicable("none of the chosen views applies to this model")
-    return Figure(figure_title(src), figure_subtitle(src, view), drawn)
+    columns = len(drawn) if view != "figure" and VIEWS[view].one_row else 0
+    return Figure(figure_title(src), figure_subtitle(src, view), drawn, columns=columns)
 
 
 def figure_title(src: Source) -> str:

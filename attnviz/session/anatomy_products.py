@@ -14,10 +14,14 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
 
 from ..analysis.anatomy import Anatomy, swin_anatomy, vit_anatomy
 from ..nets import capture_qkv
 from ..nets.capture import BlockCapture
+from .display import levels
 from .products import Context, NotApplicable, ProductSpec, register
 from .query import Patch, Prefix, Query, stage_token, vit_token
 
@@ -88,6 +92,61 @@ def attention_anatomy(ctx: Context, block: int, head, query: Query) -> AnatomyVi
     return AnatomyView(a, label, [], note)
 
 
+@dataclass
+class StageMap:
+    """One stage of the anatomy as a map over the keys: what the panel and the exported figure draw."""
+
+    key: str  # 'scores' | 'bias' (Swin: bias + mask) | 'probs' | 'contrib'
+    values: np.ndarray  # (h, w) the stage's numbers over the grid keys (ViT patches; Swin window slots)
+    shown: np.ndarray  # (h, w) what is coloured: the values, NaN where the shift mask removes a key
+    levels: tuple[float, float]
+    title: tuple[str, str]  # two lines: which stage, and what it computes
+    fmt: str  # how one number is written
+    marks: Optional[np.ndarray]  # (h, w) str written in the cells ('×' masked, 'pad' padding), or None
+    prefix: np.ndarray  # (P,) the same stage's numbers for the prefix keys (ViT; empty for Swin)
+
+
+def stage_keys(family: str) -> list[str]:
+    """The stages drawn, in order (Swin adds its position bias and shift mask as a stage of its own)."""
+    return ["scores", "bias", "probs", "contrib"] if family == "swin" else ["scores", "probs", "contrib"]
+
+
+def _span(lo: float, hi: float) -> tuple[float, float]:
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def stage_map(a: Anatomy, key: str) -> StageMap:
+    """Stage ``key`` of the anatomy ``a`` as a map, with its colour range, title, format and cell marks."""
+    pad = a.key_map(a.padding)
+    pad_marks = np.where(pad, "pad", "") if pad.any() else None
+    per_key = {"scores": a.scores, "bias": a.bias, "probs": a.probs, "contrib": a.contrib}[key]
+    prefix = a.prefix_values(per_key) if per_key is not None else np.zeros(0)
+    if key == "scores":
+        values = a.key_map(a.scores)
+        title = ("1 · score", "cos(q, k)·τ" if a.cosine else "q·k/√d")
+        return StageMap(key, values, values, _span(float(a.scores.min()), float(a.scores.max())), title, "{:.1f}",
+                        pad_marks, prefix)
+    if key == "bias":
+        if a.bias is None:
+            raise ValueError("a ViT block adds no position bias to its logits")
+        bias = a.key_map(a.bias)
+        masked = np.zeros(bias.shape, dtype=bool) if a.mask is None else a.key_map(a.mask) < 0
+        values = bias if a.mask is None else bias + a.key_map(a.mask)
+        marks = np.where(masked, "×", "") if masked.any() else None
+        if pad_marks is not None:
+            marks = np.where(pad_marks != "", pad_marks, marks if marks is not None else "")
+        title = ("2 · + position bias", "+ mask (× = −100)" if a.mask is not None else "(relative, per head)")
+        return StageMap(key, values, np.where(masked, np.nan, values),  # masked keys drawn dark, marked ×
+                        _span(float(bias.min()), float(bias.max())), title, "{:+.1f}", marks, prefix)
+    if key == "probs":
+        values = a.key_map(a.probs)
+        return StageMap(key, values, values, levels(a.probs, "linear"), ("2 · softmax", "→ probability a"), "{:.0%}",
+                        None, prefix)
+    values = a.key_map(a.contrib)
+    return StageMap(key, values, values, levels(a.contrib, "linear"), ("3 · contribution", "‖a·v‖ to the output"),
+                    "{:.2f}", None, prefix)
+
+
 register(ProductSpec("attention_anatomy", attention_anatomy, ("block", "head", "query"), slow=True))
 
-__all__ = ["AnatomyView", "attention_anatomy", "block_with_qkv"]
+__all__ = ["AnatomyView", "StageMap", "attention_anatomy", "block_with_qkv", "stage_keys", "stage_map"]

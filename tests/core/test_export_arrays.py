@@ -151,3 +151,33 @@ def test_capture_arrays_masks_only_where_they_exist(vit, swin):
     assert sorted(int(k.split(".")[1]) for k in a if k.startswith("attn_mask.")) == shifted
     xv, _ = _prepare(IMAGE, vit)
     assert not any(k.startswith("attn_mask.") for k in capture_arrays(vit.capture(xv), vit.info))
+
+
+def test_anatomy_export_equals_the_stages_computed_from_the_blocks_weights(vit, swin):
+    """The anatomy view's arrays: stage 1 recomputed here from the block's own q and k, stage 2 equal to the
+    captured attention, stage 3 from the block's v; the figure draws one part per stage, side by side."""
+    from attnviz.nets import capture_qkv
+
+    src, cap, x = source(vit, block=2, head=1, query=Patch(3, 3))
+    a = view_arrays(src, "anatomy")
+    blk = capture_qkv(vit.net, x, 2)
+    q, k, v = (t[0, 1].double() for t in (blk.qkv.q, blk.qkv.k, blk.qkv.v))  # (N, hd) of head 1
+    token = token_index(3, 3, tuple(cap.grid_size), cap.num_prefix_tokens)
+    scores = (k @ q[token]) * blk.qkv.scale  # (N,)
+    probs = torch.softmax(scores, 0)
+    contrib = (probs[:, None] * v).norm(dim=-1)  # (N,) ‖a_k v_k‖
+    P = cap.num_prefix_tokens
+    np.testing.assert_allclose(a["scores"], scores[P:].reshape(8, 8).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a["prefix_scores"], scores[:P].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a["probs"], cap.blocks[2].attn[0, 1, token, P:].reshape(8, 8).numpy(), atol=1e-6)
+    np.testing.assert_allclose(a["contrib"], contrib[P:].reshape(8, 8).numpy(), rtol=1e-5, atol=1e-7)
+    fig = figure_of(src, "anatomy", a)
+    assert [p.name for p in fig.parts] == ["anatomy-scores", "anatomy-probs", "anatomy-contrib"]
+    assert fig.columns == 3
+    np.testing.assert_array_equal(fig.parts[1].tiles[0].values, a["probs"].astype(np.float64))
+
+    ssrc, scap, _ = source(swin, block=1, head=0, query=Patch(5, 6))
+    sa = view_arrays(ssrc, "anatomy")
+    assert sorted(k for k in sa if k != "meta") == ["bias", "captured", "contrib", "probs", "scores"]
+    np.testing.assert_allclose(sa["probs"], sa["captured"], atol=1e-6)
+    assert [p.name for p in figure_of(ssrc, "anatomy", sa).parts][1] == "anatomy-bias"

@@ -70,3 +70,29 @@ def test_a_failing_export_is_reported(window, tmp_path, monkeypatch):
     assert not target.exists()
     assert window.session.errors, "the failure should be in the window"
     assert "arrays.npz" in window.session.errors[-1].message
+
+
+def test_the_anatomy_panel_exports_what_it_draws(window, tmp_path):
+    """Export of the Attention anatomy panel (its own view, chosen when that dock is the current one): the
+    arrays equal the panel's stage maps, and a PNG of it is written."""
+    from attnviz.qt import export_dialog
+
+    _open(window)
+    window.session.view.update(block=2, head=1, query=Patch(3, 3))
+    panel = window.panel("anatomy")
+    window.docks["anatomy"].raise_()
+    window.flush()
+    assert export_dialog.panel_view("anatomy", window.session) == "anatomy"
+    target = tmp_path / "anatomy.npz"
+    assert export_dialog.export_arrays(window, window.session, view="anatomy", path=str(target))
+    with np.load(target) as z:
+        for key in ("scores", "probs", "contrib"):
+            np.testing.assert_allclose(z[key], panel.arrays[key], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(z["prefix_probs"], panel.prefix_arrays["probs"], atol=1e-6)
+    png = tmp_path / "anatomy.png"
+    from attnviz.export.outputs import write_view
+    from attnviz.export.source import Source
+    from attnviz.qt.figures.render import RENDERER
+
+    write_view(Source.of_session(window.session), "anatomy", png, renderer=RENDERER)
+    assert png.stat().st_size > 1000 and window.error_log == []

@@ -17,8 +17,7 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QComboBox, QLabel
 
 from ...analysis.anatomy import Anatomy, formula, key_line, key_name
-from ...session.anatomy_products import AnatomyView  # importing it registers the product
-from ...session.display import levels
+from ...session.anatomy_products import AnatomyView, stage_keys, stage_map  # importing it registers the product
 from ...session.products import Unavailable
 from ...session.query import Patch
 from ..widgets.colorbar import ColorBar
@@ -173,7 +172,7 @@ class AnatomyPanel(Panel):
         if self._family == family:
             return
         self.graphics.clear()
-        keys = ["scores", "bias", "probs", "contrib"] if family == "swin" else ["scores", "probs", "contrib"]
+        keys = stage_keys(family)
         layout = self.graphics.ci
         self.stages = [_Stage(layout, i, k) for i, k in enumerate(keys)]
         self._family = family
@@ -297,26 +296,22 @@ class AnatomyPanel(Panel):
         self.note.setText(res.note)
         self.note.setVisible(bool(res.note))
         lut = lookup_table(v.colormap, False)
-        pad = a.key_map(a.padding)
-        pad_marks = np.where(pad, "pad", "") if pad.any() else None
         self.arrays, self.prefix_arrays = {}, {}
         for st in self.stages:
-            values, shown, lv, title, fmt, marks = self._stage_values(st.key, a, pad_marks)
-            self.arrays[st.key] = values
-            st.shown, st.levels = shown, lv  # the array behind the image (NaN: a masked key, left dark)
-            st.img.setImage(colorize(shown, lv, lut), autoLevels=False)  # (h, w, 4) coloured once, in numpy
-            st.img.setRect(QRectF(0, 0, shown.shape[1], shown.shape[0]))
-            st.bar.set(v.colormap, lv)
-            st.title.setText(title)
-            st.set_numbers(values, fmt, marks)
+            m = stage_map(a, st.key)
+            self.arrays[st.key] = m.values
+            st.shown, st.levels = m.shown, m.levels  # the array behind the image (NaN: a masked key, left dark)
+            st.img.setImage(colorize(m.shown, m.levels, lut), autoLevels=False)  # (h, w, 4) coloured in numpy
+            st.img.setRect(QRectF(0, 0, m.shown.shape[1], m.shown.shape[0]))
+            st.bar.set(v.colormap, m.levels)
+            st.title.setText("<br>".join(m.title))
+            st.set_numbers(m.values, m.fmt, m.marks)
             st.show_cell(st.query_box, self._cell_of(a, a.query_key))
             st.frame()
             if a.num_prefix:
-                per_key = {"scores": a.scores, "bias": a.bias, "probs": a.probs, "contrib": a.contrib}[st.key]
-                pv = a.prefix_values(per_key)
-                self.prefix_arrays[st.key] = pv
+                self.prefix_arrays[st.key] = m.prefix
                 names = res.prefix_names
-                st.prefix.setText("  ".join(f"{names[i] if i < len(names) else i}: {fmt.format(pv[i])}"
+                st.prefix.setText("  ".join(f"{names[i] if i < len(names) else i}: {m.fmt.format(m.prefix[i])}"
                                             for i in range(a.num_prefix)))
             else:
                 st.prefix.setText("")
@@ -344,31 +339,6 @@ class AnatomyPanel(Panel):
         if key < a.num_prefix:
             return None
         return divmod(key - a.num_prefix, a.map_shape[1])
-
-    @staticmethod
-    def _stage_values(key: str, a: Anatomy, pad_marks):
-        """(values, shown image, levels, title, number format, cell marks) of one stage's map."""
-        if key == "scores":
-            values = a.key_map(a.scores)
-            lo, hi = float(a.scores.min()), float(a.scores.max())
-            title = "1 · score<br>cos(q, k)·τ" if a.cosine else "1 · score<br>q·k/√d"
-            return values, values, (lo, hi if hi > lo else lo + 1), title, "{:.1f}", pad_marks
-        if key == "bias":
-            bias = a.key_map(a.bias)
-            masked = np.zeros(bias.shape, dtype=bool) if a.mask is None else a.key_map(a.mask) < 0
-            values = bias if a.mask is None else bias + a.key_map(a.mask)
-            shown = np.where(masked, np.nan, values)  # masked keys drawn dark, marked ×
-            lo, hi = float(bias.min()), float(bias.max())
-            marks = np.where(masked, "×", "") if masked.any() else None
-            if pad_marks is not None:
-                marks = np.where(pad_marks != "", pad_marks, marks if marks is not None else "")
-            title = "2 · + position bias" + ("<br>+ mask (× = −100)" if a.mask is not None else "<br>(relative, per head)")
-            return values, shown, (lo, hi if hi > lo else lo + 1), title, "{:+.1f}", marks
-        if key == "probs":
-            values = a.key_map(a.probs)
-            return values, values, levels(a.probs, "linear"), "2 · softmax<br>→ probability a", "{:.0%}", None
-        values = a.key_map(a.contrib)
-        return values, values, levels(a.contrib, "linear"), "3 · contribution<br>‖a·v‖ to the output", "{:.2f}", None
 
     def _draw_key(self) -> None:
         if self.result is None:
