@@ -46,6 +46,7 @@ class Source:
         self.input_image = input_image  # (H, W, 3) uint8 the network saw (None: not known)
         self.img_size: Optional[int] = None  # the input size asked for (None: the checkpoint's own)
         self.scramble: Optional[dict] = None  # the Scramble panel's settings, saved with the view
+        self.scrambled = None  # the scrambled input's capture (session ScrambledPair), once made
         self.view = view
         self.model_name = model_name
         self.image_name = image_name
@@ -95,6 +96,7 @@ class Source:
         other = Source(self.ctx, view, self.model_name, self.image_name, None, self.model_path,
                        self.image_path, self.input_image)
         other.img_size, other.scramble, other.job = self.img_size, self.scramble, self.job
+        other.scrambled = self.scrambled
         other._own = self._own
         return other
 
@@ -117,6 +119,9 @@ class Source:
         src.img_size = session.doc.img_size
         scramble = getattr(session, "scramble", None)
         src.scramble = scramble.to_dict() if scramble is not None and hasattr(scramble, "to_dict") else None
+        pair = getattr(session, "scrambled", None)
+        if pair is not None and pair.ident == ctx.ident:  # the Scramble panel's pair of this very capture
+            src.scrambled = pair
         return src
 
 

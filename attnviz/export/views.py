@@ -35,6 +35,7 @@ class ViewSpec:
     parts: Callable[[Source, Arrays], list[Part]]  # how it is drawn (from those very arrays)
     title: str = ""
     one_row: bool = False  # exported alone, its parts side by side (stages read left to right)
+    facts: Optional[Callable[[Source], str]] = None  # a line of measured numbers added to the subtitle
 
 
 def _ok(result, what: str):
@@ -291,52 +292,6 @@ def stats_parts(src: Source, arrays: Arrays) -> list[Part]:
     return parts
 
 
-# -- attention anatomy ------------------------------------------------------------------------------
-
-
-def _anatomy(src: Source):
-    from ..session import anatomy_products  # noqa: F401 - registers the product (one extra pass of one block)
-
-    return _ok(src.products.get("attention_anatomy"), "attention anatomy")
-
-
-def anatomy_arrays(src: Source) -> Arrays:
-    """Each stage as a map over the grid keys (ViT (gh, gw); Swin the query's window (M, M)), and the prefix
-    keys' values of each (ViT): 'scores', ['bias' (Swin: + mask)], 'probs', 'contrib', 'prefix_<stage>'."""
-    from ..session.anatomy_products import stage_keys, stage_map
-
-    a = _anatomy(src).anatomy
-    out: Arrays = {}
-    for key in stage_keys(a.family):
-        m = stage_map(a, key)
-        out[key] = _f32(m.values)  # (h, w)
-        if a.num_prefix:
-            out[f"prefix_{key}"] = _f32(m.prefix)  # (P,)
-    out["captured"] = _f32(a.key_map(a.captured))  # (h, w): the network's attention, which 'probs' equals
-    return out
-
-
-def anatomy_parts(src: Source, arrays: Arrays) -> list[Part]:
-    from ..analysis.anatomy import formula
-    from ..session.anatomy_products import stage_keys, stage_map
-
-    res = _anatomy(src)
-    a = res.anatomy
-    cmap = src.view.colormap
-    cell = None if a.query_key < a.num_prefix else divmod(a.query_key - a.num_prefix, a.map_shape[1])
-    parts = []
-    for key in stage_keys(a.family):
-        m = stage_map(a, key)
-        shown = np.where(np.isnan(m.shown), np.nan, arrays[key].astype(np.float64))  # masked keys stay dark
-        prefix = "  ".join(f"{n}: {m.fmt.format(v)}" for n, v in zip(res.prefix_names, m.prefix))
-        caption = m.title[1] + (f" · {prefix}" if prefix else "")
-        tile = Tile(caption, shown, m.levels, cmap, marker=None if cell is None else (*cell, 1),
-                    xlabel="key column", ylabel="key row")
-        parts.append(Part(f"anatomy-{key}", m.title[0], [tile], ColorBar(cmap, m.levels, m.title[1].lstrip("→ "))))
-    parts[0].title = f"{parts[0].title} — {formula(a)}"
-    return parts
-
-
 _rollout, _flow = _map_view("rollout"), _map_view("flow")
 
 VIEWS: dict[str, ViewSpec] = {v.name: v for v in (
@@ -349,7 +304,6 @@ VIEWS: dict[str, ViewSpec] = {v.name: v for v in (
     ViewSpec("pos-embed", pos_embed_arrays, pos_embed_parts, "Position embedding"),
     ViewSpec("windows", windows_arrays, windows_parts, "Swin windows"),
     ViewSpec("stats", stats_arrays, stats_parts, "Head statistics"),
-    ViewSpec("anatomy", anatomy_arrays, anatomy_parts, "Attention anatomy", one_row=True),  # not in the composed figure
 )}
 # What the composed figure holds, in order (each view that applies to the model).
 FIGURE_PARTS: list[str] = ["input", "overlay", "heads", "rollout", "flow", "relevance", "pos-embed", "windows", "stats"]
@@ -408,7 +362,10 @@ def figure_of(src: Source, view: str, arrays: Optional[Arrays] = None,
     if not drawn:
         raise NotApplicable("none of the chosen views applies to this model")
     columns = len(drawn) if view != "figure" and VIEWS[view].one_row else 0
-    return Figure(figure_title(src), figure_subtitle(src, view), drawn, columns=columns)
+    subtitle = figure_subtitle(src, view)
+    if view != "figure" and VIEWS[view].facts is not None:
+        subtitle += " · " + VIEWS[view].facts(src)
+    return Figure(figure_title(src), subtitle, drawn, columns=columns)
 
 
 def figure_title(src: Source) -> str:
@@ -436,6 +393,8 @@ def export_meta(src: Source, view: str) -> dict:
     return {"view": view, "state": ViewFile.of_source(src).to_dict(),
             "relevance_method": relevance_method(src), "geometry": capture_meta(src.capture, info)}
 
+
+from . import lesson_views  # noqa: E402,F401 - registers the lesson panels' views (anatomy, scramble)
 
 __all__ = ["VIEWS", "FIGURE_PARTS", "EXPORT_VIEWS", "ViewSpec", "register_view", "view_arrays", "figure_of",
            "NotApplicable"]

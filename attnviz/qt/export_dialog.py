@@ -31,7 +31,8 @@ FIGURE_FILTER = "PNG image (*.png);;SVG vector figure (*.svg);;PDF document (*.p
 ANIMATION_FILTER = "GIF animation (*.gif);;MP4 video (*.mp4)"
 # the view a panel exports as "the selected panel" (dock name -> view)
 PANEL_VIEWS = {"image": "overlay", "heads": "heads", "maps": "rollout", "stats": "stats", "posembed": "pos-embed",
-               "swin": "windows", "anatomy": "anatomy"}
+               "swin": "windows", "anatomy": "anatomy",
+               "scramble": "scramble"}
 VIEW_NAMES = {"overlay": "Attention over the image", "heads": "Heads of the block", "rollout": "Rollout",
               "flow": "Attention flow", "relevance": "Class relevance", "pos-embed": "Position-embedding similarity",
               "windows": "Swin windows, mask and bias", "stats": "Head statistics", "input": "Input image",

@@ -181,3 +181,46 @@ def test_anatomy_export_equals_the_stages_computed_from_the_blocks_weights(vit, 
     assert sorted(k for k in sa if k != "meta") == ["bias", "captured", "contrib", "probs", "scores"]
     np.testing.assert_allclose(sa["probs"], sa["captured"], atol=1e-6)
     assert [p.name for p in figure_of(ssrc, "anatomy", sa).parts][1] == "anatomy-bias"
+
+
+def test_scramble_export_equals_the_two_captures(vit):
+    """The scramble view: the permutation of the view's settings, the query's attention on the original and
+    (wherever its patch went) on the scrambled input, computed here from a capture of the scrambled input."""
+    from attnviz.analysis.scramble import apply_to_image, inverse_permutation, random_permutation, window_permutation
+
+    src, cap, x = source(vit, block=3, head=0, query=Patch(3, 3))
+    src.scramble = {"kind": "window", "seed": 5}
+    a = view_arrays(src, "scramble")
+    perm = window_permutation((8, 8), 4, seed=5)
+    np.testing.assert_array_equal(a["permutation"], perm.numpy())
+    P = cap.num_prefix_tokens
+    np.testing.assert_allclose(a["map"], query_attention(cap.blocks[3].attn[0], token_index(3, 3, (8, 8), P), P,
+                                                         (8, 8))[0], atol=1e-6)
+    scr = vit.capture(apply_to_image(x, perm, 8, layout="chw"))
+    pos = int(inverse_permutation(perm)[3 * 8 + 3])  # where patch (3, 3) went
+    want = query_attention(scr.blocks[3].attn[0], P + pos, P, (8, 8))[0]
+    np.testing.assert_allclose(a["scrambled_map"], want, atol=1e-6)
+    np.testing.assert_allclose(a["scrambled_probs"], scr.logits[0].softmax(-1).numpy(), atol=1e-6)
+    fig = figure_of(src, "scramble", a)
+    assert [p.name for p in fig.parts] == ["scramble-original", "scramble-scrambled"] and fig.columns == 2
+    assert "largest probability change" in fig.subtitle
+
+    src.scramble = {"kind": "random", "seed": 0, "show_original": True}
+    src.scrambled = None
+    back = view_arrays(src, "scramble")["scrambled_map"]
+    scr = vit.capture(apply_to_image(x, random_permutation((8, 8), 0), 8, layout="chw"))
+    inv = inverse_permutation(random_permutation((8, 8), 0))
+    row = query_attention(scr.blocks[3].attn[0], P + int(inv[27]), P, (8, 8))[0].reshape(-1)  # scrambled positions
+    np.testing.assert_allclose(back.reshape(-1), row[inv.numpy()], atol=1e-6)  # original patch j sits at inv[j]
+
+
+def test_scramble_export_without_position_embeddings_shows_equivariance():
+    nope = load_model("models/faces-vit-nope.safetensors", device="cpu")
+    src, _cap, _x = source(nope, block=2, head="mean", query=Patch(2, 5))
+    a = view_arrays(src, "scramble")
+    assert float(a["attention_difference"].max()) < 1e-5 and float(a["logit_difference"][0]) < 1e-4
+    np.testing.assert_allclose(a["probs"], a["scrambled_probs"], atol=1e-5)
+    src.scramble = {"kind": "none"}
+    src.scrambled = None
+    with pytest.raises(NotApplicable, match="no scramble"):
+        view_arrays(src, "scramble")

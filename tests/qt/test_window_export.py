@@ -96,3 +96,27 @@ def test_the_anatomy_panel_exports_what_it_draws(window, tmp_path):
 
     write_view(Source.of_session(window.session), "anatomy", png, renderer=RENDERER)
     assert png.stat().st_size > 1000 and window.error_log == []
+
+
+def test_the_scramble_panel_exports_its_pair(window, tmp_path):
+    """Export of the Scramble panel reuses the panel's own scrambled capture: the arrays equal both maps it
+    draws, with its settings (a seeded within-window scramble) and the permutation it applied."""
+    from attnviz.qt import export_dialog
+
+    _open(window)
+    window.session.view.update(block=3, head=0, query=Patch(3, 3))
+    panel = window.panel("scramble")
+    window.docks["scramble"].raise_()
+    window.session.scramble.set_kind("window")
+    window.session.scramble.set_seed(4)
+    window.flush()
+    pair = window.session.scrambled
+    assert pair is not None
+    assert export_dialog.panel_view("scramble", window.session) == "scramble"
+    target = tmp_path / "scramble.npz"
+    assert export_dialog.export_arrays(window, window.session, view="scramble", path=str(target))
+    with np.load(target) as z:
+        np.testing.assert_array_equal(z["permutation"], pair.permutation.numpy())
+        np.testing.assert_allclose(z["map"], panel.map_a.values, atol=1e-6)
+        np.testing.assert_allclose(z["scrambled_map"], panel.map_b.values, atol=1e-6)
+    assert window.error_log == []
