@@ -119,6 +119,6 @@ def test_faces_vit_position_similarity_falls_with_distance_as_its_card_says():
     m = re.search(r"rank correlation \(Spearman\).*?\*\*([-+][0-9.]+)\*\*", text, re.S)
     assert m, "faces-vit.md states no rank correlation"
     assert rho == pytest.approx(float(m.group(1)), abs=5e-4)
-    # The goal is -0.5 or lower; faces-vit, trained on faces shifted by up to ±16 px, reaches -0.497
-    # (the default recipe gave -0.261): the border ring of patches stays alike.
-    assert rho <= -0.49, rho
+    # faces-vit is trained on faces shifted by up to ±16 px and zoomed by up to ×1.1 (the default recipe, no
+    # shifts, gave -0.261: border patches alike, whatever their distance); a real DINOv2 ViT-S/14 gives -0.56.
+    assert rho <= -0.5, rho
