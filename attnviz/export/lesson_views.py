@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..session.display import levels
 from ..session.products import NotApplicable
 from ..session.query import Patch
 from .figure import ColorBar, Part, Tile
@@ -51,7 +52,7 @@ def anatomy_parts(src: Source, arrays: Arrays) -> list[Part]:
     for key in stage_keys(a.family):
         m = stage_map(a, key)
         shown = np.where(np.isnan(m.shown), np.nan, arrays[key].astype(np.float64))  # masked keys stay dark
-        prefix = "  ".join(f"{n}: {m.fmt.format(v)}" for n, v in zip(res.prefix_names, m.prefix))
+        prefix = m.prefix_text(res.prefix_names)
         caption = m.title[1] + (f" · {prefix}" if prefix else "")
         tile = Tile(caption, shown, m.levels, cmap, marker=None if cell is None else (*cell, 1),
                     xlabel="key column", ylabel="key row")
@@ -112,12 +113,12 @@ def scramble_arrays(src: Source) -> Arrays:
     return out
 
 
-def _prediction(src: Source, probs) -> str:
-    if probs is None:
-        return "no classifier"
-    names = getattr(src.model, "class_names", None) or []
-    k = int(np.argmax(probs))
-    return f"{names[k] if k < len(names) else f'class {k}'} {100 * float(probs[k]):.1f} %"
+def _prediction(src: Source, logits) -> str:
+    """'face 93.5 %': the most probable class (attnviz.analysis.predictions.top_classes)."""
+    from ..analysis.predictions import top_classes
+
+    top = top_classes(logits, getattr(src.model, "class_names", None), 1)
+    return f"{top[0][1]} {100 * top[0][2]:.1f} %" if top else "no classifier"
 
 
 def scramble_parts(src: Source, arrays: Arrays) -> list[Part]:
@@ -129,8 +130,7 @@ def scramble_parts(src: Source, arrays: Arrays) -> list[Part]:
     left = shown_map(src, "attention")
     right = scrambled_map(pair, src.model, v.block, v.head, v.query, _original_positions(src))
     a, b = arrays["map"].astype(np.float64), arrays["scrambled_map"].astype(np.float64)
-    hi = float(max(a.max(), b.max()))
-    lv = (0.0, hi if hi > 0 else 1.0)  # one scale for both sides
+    lv = levels(a, "linear", (a, b))  # one scale for both sides, as the panel
     cell = (v.query.row, v.query.col, 1) if isinstance(v.query, Patch) else None
     where = "in original positions" if _original_positions(src) else "where the patches went"
     pe = " (position embeddings off)" if not src.ctx.use_pos_embed else ""
@@ -142,8 +142,8 @@ def scramble_parts(src: Source, arrays: Arrays) -> list[Part]:
                      mask=right.window, token_px=right.token_px,
                      marker=None if right.query_cell is None or right.token_px != src.geometry.patch_size
                      else (*right.query_cell, 1))
-    return [Part("scramble-original", f"Original · {_prediction(src, arrays.get('probs'))}", [original]),
-            Part("scramble-scrambled", f"Scrambled · {_prediction(src, arrays.get('scrambled_probs'))}", [scrambled],
+    return [Part("scramble-original", f"Original · {_prediction(src, src.capture.logits)}", [original]),
+            Part("scramble-scrambled", f"Scrambled · {_prediction(src, pair.capture.logits)}", [scrambled],
                  ColorBar(v.colormap, lv, "attention weight"))]
 
 

@@ -105,6 +105,10 @@ class StageMap:
     marks: Optional[np.ndarray]  # (h, w) str written in the cells ('×' masked, 'pad' padding), or None
     prefix: np.ndarray  # (P,) the same stage's numbers for the prefix keys (ViT; empty for Swin)
 
+    def prefix_text(self, names: list[str]) -> str:
+        """'cls: 1.5  reg0: 0.2': the prefix keys' numbers, which the map over the grid keys cannot show."""
+        return "  ".join(f"{names[i] if i < len(names) else i}: {self.fmt.format(v)}" for i, v in enumerate(self.prefix))
+
 
 def stage_keys(family: str) -> list[str]:
     """The stages drawn, in order (Swin adds its position bias and shift mask as a stage of its own)."""

@@ -310,9 +310,7 @@ class AnatomyPanel(Panel):
             st.frame()
             if a.num_prefix:
                 self.prefix_arrays[st.key] = m.prefix
-                names = res.prefix_names
-                st.prefix.setText("  ".join(f"{names[i] if i < len(names) else i}: {m.fmt.format(m.prefix[i])}"
-                                            for i in range(a.num_prefix)))
+                st.prefix.setText(m.prefix_text(res.prefix_names))
             else:
                 st.prefix.setText("")
         self.summary.setText(self._summary(a, res.prefix_names))

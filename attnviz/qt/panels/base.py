@@ -121,9 +121,12 @@ class Panel(QWidget):
         return row
 
     def controls_row(self, flow: QLayout) -> None:
-        """Add the panel's row of controls (a wrapping FlowLayout) with the '?' help toggle at its right."""
+        """Add the panel's row of controls (a wrapping FlowLayout, held by ``self.controls`` so that its
+        height follows its width) with the '?' help toggle at the right of its first line."""
+        self.controls = QWidget()
+        self.controls.setLayout(flow)
         row = QHBoxLayout()
-        row.addLayout(flow, 1)
+        row.addWidget(self.controls, 1)
         row.addWidget(self.help_button(), 0, Qt.AlignmentFlag.AlignTop)
         self.body.addLayout(row)
 

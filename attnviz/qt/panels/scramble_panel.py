@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QLabel, QLayout, QPushButton, QSizePolicy, QSpinBox, QWidget
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QLabel, QPushButton, QSizePolicy, QSpinBox
 
 from ...analysis.predictions import top_classes
 from ...session.display import levels
@@ -20,6 +20,7 @@ from ...session.query import Patch, pixel_to_patch
 from ...session.scramble_state import KIND_NAMES, PairMap, query_in_scrambled, scrambled_map
 from ...session.shown import head_name
 from ..widgets.choices import combo, select_data
+from ..widgets.flow import FlowLayout
 from ..widgets.overlay import HOVER_PEN, OverlayView, _outline
 from ..widgets.side_by_side import SideBySide
 from .base import Panel
@@ -48,83 +49,6 @@ def _narrow(label: QLabel) -> None:
     policy = label.sizePolicy()
     policy.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
     label.setSizePolicy(policy)
-
-
-class FlowLayout(QLayout):
-    """Widgets left to right, wrapping onto the next row when the width runs out; the last item (the
-    '?' button) is kept at the right end of its row. Its minimum width is its widest item, so a row of
-    controls never forces a dock wider than that."""
-
-    def __init__(self, parent=None, spacing: int = 6):
-        super().__init__(parent)
-        self.items = []
-        self.setSpacing(spacing)
-        self.setContentsMargins(0, 0, 0, 0)
-
-    def addItem(self, item) -> None:
-        self.items.append(item)
-
-    def count(self) -> int:
-        return len(self.items)
-
-    def itemAt(self, i: int):
-        return self.items[i] if 0 <= i < len(self.items) else None
-
-    def takeAt(self, i: int):
-        return self.items.pop(i) if 0 <= i < len(self.items) else None
-
-    def expandingDirections(self):
-        return Qt.Orientation(0)
-
-    def hasHeightForWidth(self) -> bool:
-        return True
-
-    def heightForWidth(self, width: int) -> int:
-        return self._lay_out(QRect(0, 0, width, 0), move=False)
-
-    def setGeometry(self, rect: QRect) -> None:
-        super().setGeometry(rect)
-        self._lay_out(rect, move=True)
-
-    def sizeHint(self) -> QSize:
-        return self.minimumSize()
-
-    def minimumSize(self) -> QSize:
-        size = QSize()
-        for item in self.items:
-            if not item.isEmpty():
-                size = size.expandedTo(item.minimumSize())
-        m = self.contentsMargins()
-        return size + QSize(m.left() + m.right(), m.top() + m.bottom())
-
-    def _lay_out(self, rect: QRect, move: bool) -> int:
-        """Place the items in rows inside ``rect`` (when ``move``); returns the height they take."""
-        m = self.contentsMargins()
-        r = rect.adjusted(m.left(), m.top(), -m.right(), -m.bottom())
-        gap = self.spacing()
-        rows, row, x = [], [], 0
-        for item in (i for i in self.items if not i.isEmpty()):
-            w = item.sizeHint().width()
-            if row and x + w > r.width():
-                rows.append(row)
-                row, x = [], 0
-            row.append(item)
-            x += w + gap
-        if row:
-            rows.append(row)
-        y = r.y()
-        for n, row in enumerate(rows):
-            h = max(i.sizeHint().height() for i in row)
-            if move:
-                x = r.x()
-                for k, item in enumerate(row):
-                    hint = item.sizeHint()
-                    last = n == len(rows) - 1 and k == len(row) - 1 and item is self.items[-1]
-                    left = r.right() - hint.width() + 1 if last else x
-                    item.setGeometry(QRect(QPoint(left, y + (h - hint.height()) // 2), hint))
-                    x += hint.width() + gap
-            y += h + gap
-        return y - gap - r.y() + m.top() + m.bottom() if rows else 0
 
 
 class SwapView(OverlayView):
@@ -206,11 +130,9 @@ class ScramblePanel(Panel):
         self.original.setToolTip("Draw the scrambled input's attention where each patch came from (Pᵀ·A(Px)·P), "
                                  "to compare it with the left side cell by cell")
         for w in (QLabel("Scramble"), self.kind, self.seed, self.window, self.next_seed, self.undo, self.pos_embed,
-                  self.original, self.help_button()):
+                  self.original):
             bar.addWidget(w)
-        self.controls = QWidget()  # the flow layout lives in its own widget so its height follows its width
-        self.controls.setLayout(bar)
-        self.body.addWidget(self.controls)
+        self.controls_row(bar)
 
         self.sides = SideBySide(OverlayView(colorbar=False), SwapView())
         sd = self.sides

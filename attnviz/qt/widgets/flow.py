@@ -46,15 +46,13 @@ class FlowLayout(QLayout):
         self._place(rect, move=True)
 
     def sizeHint(self) -> QSize:
-        """One line holding everything (what the row asks for when there is room)."""
-        w = sum(i.sizeHint().width() for i in self._items) + self._gap() * max(0, len(self._items) - 1)
-        h = max((i.sizeHint().height() for i in self._items), default=0)
-        m = self.contentsMargins()
-        return QSize(w + m.left() + m.right(), h + m.top() + m.bottom())
+        """The minimum: a row of controls asks for no more width than its widest control, so docking a
+        panel never widens the window; the row gets what its dock gives it and wraps to that."""
+        return self.minimumSize()
 
     def minimumSize(self) -> QSize:
         """As wide as the widest single widget: narrower than that nothing can be shown whole."""
-        w = max((i.sizeHint().width() for i in self._items), default=0)
+        w = max((i.sizeHint().width() for i in self._items if not i.isEmpty()), default=0)
         m = self.contentsMargins()
         return QSize(w + m.left() + m.right(), self.heightForWidth(w + m.left() + m.right()))
 
